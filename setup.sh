@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One command on a fresh machine: create .venv, install the pinned dependencies, run the pipeline (`dvc repro`).
+#   bash setup.sh            set up, then run the whole pipeline on the embedded dataset
+#   bash setup.sh --no-run   set up only (CI uses this)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+# requirements.lock pins every package (and PyTorch's CUDA libraries) to the versions this was tested with.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
+
+if [ "${1:-}" = "--no-run" ]; then
+    exit 0
+fi
+export PATH="$PWD/.venv/bin:$PATH"  # the stages' `python` is the venv's
+dvc repro
+dvc metrics show
+echo "Done. Compare runs with: source .venv/bin/activate && mlflow ui --host 127.0.0.1 --port 5000"

@@ -1,0 +1,67 @@
+"""params.yaml: loading it, picking the chosen model's entry, and catching bad values before heavy work."""
+
+from pathlib import Path
+
+import yaml
+
+from catdog import CatdogError
+
+PARAMS_FILE = Path("params.yaml")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MODEL_KEYS = ("arch", "input_size", "optimizer", "lr", "batch_size", "epochs")
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict:
+    if not path.exists():
+        raise CatdogError(f"{path} not found: run the stages from the repository root")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def model_config(params: dict) -> tuple[str, dict]:
+    """The chosen model's name and entry, checked so that a typo fails in a second, not after an epoch."""
+    from catdog.models import ARCHITECTURES  # late: keeps torch out of `prepare`'s start-up
+
+    models = params.get("models") or {}
+    name = params.get("model")
+    if not isinstance(name, str) or name not in models:
+        raise CatdogError(f"model={name!r} is not an entry of `models`; valid: {', '.join(sorted(models))}")
+    cfg = models[name]
+    for key in MODEL_KEYS:
+        if key not in cfg:
+            raise CatdogError(f"models.{name}.{key} is missing; every model entry needs {', '.join(MODEL_KEYS)}")
+    if cfg["arch"] not in ARCHITECTURES:
+        raise CatdogError(f"models.{name}.arch={cfg['arch']!r} is unknown; valid: {', '.join(sorted(ARCHITECTURES))}")
+    if cfg["optimizer"] not in OPTIMIZERS:
+        raise CatdogError(f"models.{name}.optimizer={cfg['optimizer']!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
+    if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
+        raise CatdogError(f"models.{name}.lr={cfg['lr']!r} must be a positive number")
+    for key in ("batch_size", "epochs"):
+        if not (isinstance(cfg[key], int) and cfg[key] > 0):
+            raise CatdogError(f"models.{name}.{key}={cfg[key]!r} must be a positive integer")
+    sizes = params["data"]["sizes"]
+    if cfg["input_size"] not in sizes:
+        raise CatdogError(
+            f"models.{name}.input_size={cfg['input_size']} is not cached by prepare; "
+            f"use one of data.sizes={sizes} or add it there"
+        )
+    return name, cfg
+
+
+def device_name(params: dict) -> str:
+    device = params.get("train", {}).get("device", "auto")
+    if device not in DEVICES:
+        raise CatdogError(f"train.device={device!r} is unknown; valid: {', '.join(DEVICES)}")
+    return device
+
+
+def flat(params: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: how hyperparameters are logged to MLflow."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

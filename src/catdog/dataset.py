@@ -1,0 +1,108 @@
+"""The prepared dataset: a stratified split and uint8 arrays on disk, decoded once and memory-mapped afterwards.
+
+Layout of data/prepared/:  x{size}_{split}.npy  uint8 (N, 3, size, size)
+                           y_{split}.npy        uint8 (N,) class index
+                           manifest.json        classes, sizes, the files of each split, skipped files
+"""
+
+import json
+import os
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.format import open_memmap
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
+
+from catdog import CatdogError
+from catdog.images import load_rgb
+from catdog.io import atomic_dir, write_json
+from catdog.paths import PREPARED_DIR
+
+SPLITS = ("train", "val", "test")
+COPY_CHUNK = 1024  # rows copied at a time, so memory stays bounded whatever the dataset size
+
+
+def split_indices(labels, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Stratified train/val/test indices; the same labels and seed always give the same split."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise CatdogError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must each be in (0, 1) "
+            "and sum to less than 1"
+        )
+    labels = np.asarray(labels)
+    index = np.arange(len(labels))
+    try:
+        rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
+        train, val = train_test_split(
+            rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest], random_state=seed
+        )
+    except ValueError as error:  # sklearn's word for "too few images of a class for this split"
+        raise CatdogError(
+            f"{len(labels)} usable images are too few for val_fraction={val_fraction}, "
+            f"test_fraction={test_fraction} ({error}); add images or raise the fractions"
+        ) from None
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _decode(path: Path, sizes: list[int]):
+    try:
+        return load_rgb(path, sizes)
+    except Exception as error:  # any undecodable file is skipped and reported, never fatal
+        return f"{type(error).__name__}: {error}"
+
+
+def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fraction, seed, out_dir=PREPARED_DIR,
+            workers=None):
+    """Decode every file once (all cores), split the usable ones, and write the arrays atomically."""
+    workers = workers or os.cpu_count()
+    with atomic_dir(out_dir) as tmp:
+        everything = {s: open_memmap(tmp / f"all{s}.npy", "w+", np.uint8, (len(files), 3, s, s)) for s in sizes}
+        usable, skipped = [], []
+        with Pool(workers) as pool:
+            decoded = pool.imap(partial(_decode, sizes=sizes), files, chunksize=16)
+            for i, result in enumerate(tqdm(decoded, total=len(files), desc="decode", unit="img")):
+                if isinstance(result, str):
+                    skipped.append({"file": str(Path(files[i]).relative_to(root)), "reason": result})
+                    continue
+                usable.append(i)
+                for s, array in zip(sizes, result):
+                    everything[s][i] = array
+        usable = np.asarray(usable, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.uint8)
+        splits = split_indices(labels[usable], val_fraction, test_fraction, seed)
+        manifest = {"classes": classes, "sizes": list(sizes), "skipped": skipped, "splits": {}}
+        for split, positions in splits.items():
+            rows = usable[positions]
+            for s in sizes:
+                out = open_memmap(tmp / f"x{s}_{split}.npy", "w+", np.uint8, (len(rows), 3, s, s))
+                for start in range(0, len(rows), COPY_CHUNK):
+                    out[start:start + COPY_CHUNK] = everything[s][rows[start:start + COPY_CHUNK]]
+                out.flush()
+                del out
+            np.save(tmp / f"y_{split}.npy", labels[rows])
+            manifest["splits"][split] = {
+                "count": len(rows),
+                "per_class": {c: int((labels[rows] == k).sum()) for k, c in enumerate(classes)},
+                "files": [str(Path(files[r]).relative_to(root)) for r in rows],
+            }
+        for s in sizes:
+            del everything[s]
+            os.remove(tmp / f"all{s}.npy")
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def load_manifest(prepared: Path = PREPARED_DIR) -> dict:
+    return json.loads((Path(prepared) / "manifest.json").read_text())
+
+
+def load_split(split: str, size: int, prepared: Path = PREPARED_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 3, size, size), labels uint8 (N,)), read without pickle."""
+    prepared = Path(prepared)
+    path = prepared / f"x{size}_{split}.npy"
+    if not path.exists():
+        raise CatdogError(f"{path} is missing: run `dvc repro prepare` (and check data.sizes includes {size})")
+    return np.load(path, allow_pickle=False), np.load(prepared / f"y_{split}.npy", allow_pickle=False)

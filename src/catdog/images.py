@@ -1,0 +1,60 @@
+"""Finding labelled images in a folder and decoding them once into fixed-size RGB arrays."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from catdog import CatdogError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Kaggle Dogs vs Cats names its files cat.123.jpg / dog.45.jpg: the label is the name up to the first separator.
+FLAT_LABEL = re.compile(r"^([A-Za-z]+)[._\- ]")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def discover(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, classes) for an ImageFolder layout (one subfolder per class) or a flat folder of cat.1.jpg.
+
+    Files are sorted so that the same folder always gives the same order, and so the same split.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CatdogError(f"data.images={str(folder)!r} is not a folder; point it at a folder of cat/dog images")
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    pairs = []
+    if subdirs:
+        for d in subdirs:
+            pairs += [(p, d.name) for p in sorted(d.rglob("*")) if _is_image(p)]
+    else:
+        for p in sorted(folder.iterdir()):
+            match = FLAT_LABEL.match(p.name)
+            if _is_image(p) and match:
+                pairs.append((p, match.group(1).lower()))
+    classes = sorted({label for _, label in pairs})
+    if len(classes) != 2:
+        raise CatdogError(
+            f"data.images={str(folder)!r} holds images of {len(classes)} class(es) {classes}; a binary classifier "
+            "needs exactly two: one subfolder per class (cat/, dog/) or files named cat.1.jpg, dog.1.jpg"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    return [p for p, _ in pairs], [index[label] for _, label in pairs], classes
+
+
+def load_rgb(path: Path, sizes: list[int]) -> list[np.ndarray]:
+    """The image as uint8 arrays of shape (3, s, s), one per size: squashed to a square, as the seeds' Resize did."""
+    with Image.open(path) as img:
+        # Decode JPEGs at a reduced scale when the file is much larger than needed: far faster, same result size.
+        img.draft("RGB", (max(sizes), max(sizes)))
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            img = Image.new("RGB", rgba.size, (255, 255, 255))
+            img.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white, not black
+        else:
+            img = img.convert("RGB")
+        return [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR)).transpose(2, 0, 1) for s in sizes]

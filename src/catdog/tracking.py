@@ -1,0 +1,84 @@
+"""MLflow: one run per `train`, reopened by `evaluate` and `plot` to add test metrics and figures.
+
+The store defaults to sqlite:///mlflow.db at the repository root with artifacts in mlartifacts/ beside it, the
+layout `mlflow ui` reads when started there; MLFLOW_TRACKING_URI overrides it (a team's server, say).
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from catdog.io import write_json
+
+EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "catdog")
+from catdog.paths import RUN_FILE
+
+
+def repo_root() -> Path:
+    """The repository the user works in, also for queued experiments, which DVC runs in .dvc/tmp/exps/<tmp>."""
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
+def _store() -> tuple[str, str | None]:
+    """(tracking URI, artifact location for a new experiment): the user's MLFLOW_TRACKING_URI, else the repo's."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri, None  # the server or store decides where artifacts go
+    root = repo_root()
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
+
+
+def _experiment_id() -> str:
+    uri, artifact_location = _store()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    # The tag makes the MLflow 3 UI open this experiment on its training runs, not on the GenAI overview.
+    return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
+
+
+def _git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+@contextlib.contextmanager
+def training_run(model_name: str, params: dict):
+    """A new run tagged with the model, the git commit and the DVC experiment; its id goes to RUN_FILE."""
+    experiment_name = os.environ.get("DVC_EXP_NAME", "")
+    commit = _git_commit()
+    tags = {"model": model_name, "git_commit": commit, "mlflow.source.git.commit": commit,
+            "dvc_exp_name": experiment_name, "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
+    with mlflow.start_run(experiment_id=_experiment_id(), run_name=experiment_name or model_name, tags=tags) as run:
+        mlflow.log_params(params)
+        write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
+        yield run
+
+
+@contextlib.contextmanager
+def resumed_run():
+    """The run that trained the current model, reopened; None (with a warning) if the store does not hold it."""
+    run_id = json.loads(RUN_FILE.read_text())["run_id"]
+    uri, _ = _store()
+    mlflow.set_tracking_uri(uri)
+    try:
+        MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        print(f"catdog: warning: MLflow run {run_id} is not in {uri}; not logging to MLflow")
+        yield None
+        return
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run

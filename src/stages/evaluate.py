@@ -1,0 +1,47 @@
+"""Stage `evaluate`: test-set metrics of the trained model, per-image predictions, and both logged to MLflow."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
+
+import mlflow  # noqa: E402
+import torch  # noqa: E402
+
+from catdog import cli  # noqa: E402
+from catdog.config import device_name, load_params  # noqa: E402
+from catdog.dataset import load_manifest, load_split  # noqa: E402
+from catdog.io import write_json  # noqa: E402
+from catdog.metrics import binary_metrics  # noqa: E402
+from catdog.models import build_model  # noqa: E402
+from catdog.paths import MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS  # noqa: E402
+from catdog.tables import write_rows  # noqa: E402
+from catdog.tracking import resumed_run  # noqa: E402
+from catdog.training import as_tensors, pick_device, predict  # noqa: E402
+
+
+def main() -> None:
+    device = pick_device(device_name(load_params()))
+    checkpoint = torch.load(MODEL_FILE, map_location="cpu", weights_only=True)
+    cfg, classes = checkpoint["config"], checkpoint["classes"]
+    model = build_model(cfg)
+    model.load_state_dict(checkpoint["state_dict"])
+    x, y = as_tensors(*load_split("test", cfg["input_size"]))
+    logits = predict(model.to(device), x, cfg["batch_size"], device)
+    metrics = binary_metrics(logits, y)
+    write_json(TEST_METRICS, metrics)
+    files = load_manifest()["splits"]["test"]["files"]
+    probabilities = torch.sigmoid(logits).tolist()
+    rows = [{"file": f, "actual": classes[int(t)], "predicted": classes[int(p > 0.5)], "probability": round(p, 6)}
+            for f, t, p in zip(files, y.tolist(), probabilities)]
+    write_rows(PREDICTIONS_FILE, rows, ("file", "actual", "predicted", "probability"))
+    with resumed_run() as run:
+        if run:
+            mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if v is not None})
+            mlflow.log_artifact(str(PREDICTIONS_FILE))
+    print(f"{checkpoint['model']}: test accuracy {metrics['accuracy']:.4f} on {metrics['n_test']} images "
+          f"(f1 {metrics['f1']:.4f}, roc_auc {metrics['roc_auc']})")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,23 @@
+"""Stage `generate`: write the embedded synthetic cat/dog dataset (data/synthetic) from params `synthetic`."""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
+
+from catdog import cli, synthetic  # noqa: E402
+from catdog.config import load_params  # noqa: E402
+from catdog.io import atomic_dir  # noqa: E402
+from catdog.paths import SYNTHETIC_DIR  # noqa: E402
+
+
+def main() -> None:
+    params = load_params()["synthetic"]
+    with atomic_dir(SYNTHETIC_DIR) as tmp:
+        synthetic.generate(tmp, n_images=params["n_images"], seed=params["seed"], workers=os.cpu_count() or 1)
+    print(f"wrote {params['n_images']} images to {SYNTHETIC_DIR}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,45 @@
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_image(path: Path, colour, size=(40, 30), fmt=None, mode="RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path, format=fmt)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """An ImageFolder layout: 10 dark cats, 10 bright dogs, of mixed sizes, formats and modes."""
+    root = tmp_path / "images"
+    for i in range(10):
+        write_image(root / "cat" / f"{i}.jpg", (60, 60, 60), size=(30 + i, 50))
+        write_image(root / "dog" / f"{i}.JPG" if i % 3 == 0 else root / "dog" / f"{i}.png", (200, 200, 200),
+                    size=(60, 20 + 3 * i), fmt="JPEG" if i % 3 == 0 else None, mode="L" if i == 1 else "RGB")
+    return root
+
+
+def pipeline_env() -> dict:
+    """The environment a user has with .venv activated: `python` is this interpreter, the default MLflow store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com", GIT_COMMITTER_NAME="test",
+               GIT_COMMITTER_EMAIL="test@example.com", DVC_NO_ANALYTICS="1")
+    return env
+
+
+def run(args, cwd, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=pipeline_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,83 @@
+"""End to end: `dvc repro`, `dvc exp run -S model=...` and a queued experiment, in a throw-away copy of the repo."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, run
+
+pytestmark = pytest.mark.slow
+
+TINY = {"synthetic.n_images": 40, "epochs": 2}
+
+
+def copy_repo(dest):
+    """The files git would commit (tracked and untracked, not ignored), as a fresh clone would have them."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["synthetic"]["n_images"] = TINY["synthetic.n_images"]
+    for cfg in params["models"].values():
+        cfg["epochs"] = TINY["epochs"]
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "tiny"], dest)
+    return dest
+
+
+def runs_by_model(repo):
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("catdog")
+    return client, {r.data.tags["model"]: r for r in client.search_runs([experiment.experiment_id])}
+
+
+def test_repro_then_experiments_are_all_tracked(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    result = run(["dvc", "repro"], repo)
+    for stage in ("generate", "prepare", "train", "evaluate", "plot"):
+        assert f"Running stage '{stage}'" in result.stdout
+
+    metrics = json.loads((repo / "metrics/test.json").read_text())
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n_test"} <= set(metrics)
+    assert metrics["n_test"] == 4 and 0 <= metrics["accuracy"] <= 1
+    history = (repo / "plots/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy" and len(history) == 3
+    for png in ("plots/training_curves.png", "plots/confusion_matrix.png"):
+        assert (repo / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Confusion matrix" in run(["dvc", "plots", "show", "--json"], repo).stdout
+    assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+
+    client, runs = runs_by_model(repo)
+    logistic = runs["logistic"]
+    assert logistic.info.status == "FINISHED"
+    assert logistic.data.params["lr"] == "0.01" and logistic.data.params["optimizer"] == "sgd"
+    assert [m.step for m in client.get_metric_history(logistic.info.run_id, "val_accuracy")] == [1, 2]
+    assert logistic.data.metrics["test_accuracy"] == metrics["accuracy"]
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    assert logistic.data.tags["git_commit"] == head
+    artifacts = {a.path for a in client.list_artifacts(logistic.info.run_id, "plots")}
+    assert artifacts == {"plots/training_curves.png", "plots/confusion_matrix.png"}
+    assert [a.path for a in client.list_artifacts(logistic.info.run_id, "model")] == ["model/model.pt"]
+
+    # Switching models trains again without preparing the data again.
+    result = run(["dvc", "exp", "run", "-n", "try-mlp", "-S", "model=mlp"], repo)
+    assert "Running stage 'train'" in result.stdout and "Running stage 'prepare'" not in result.stdout
+    _, runs = runs_by_model(repo)
+    assert runs["mlp"].data.tags["dvc_exp_name"] == "try-mlp" and runs["mlp"].info.run_name == "try-mlp"
+
+    # Queued experiments run in .dvc/tmp/exps/..., yet their runs land in the repository's store.
+    run(["dvc", "exp", "run", "--queue", "-n", "queued-shallow", "-S", "model=shallow"], repo)
+    run(["dvc", "exp", "run", "--run-all"], repo)
+    _, runs = runs_by_model(repo)
+    assert runs["shallow"].data.tags["dvc_exp_name"] == "queued-shallow"
+    assert "test_accuracy" in runs["shallow"].data.metrics
+    assert not list((repo / ".dvc").rglob("mlflow.db"))
