@@ -34,11 +34,10 @@ def split_indices(labels, val_fraction: float, test_fraction: float, seed: int) 
         )
     labels = np.asarray(labels)
     index = np.arange(len(labels))
+    n_test, n_val = round(test_fraction * len(labels)), round(val_fraction * len(labels))  # 2400 -> 1920/240/240
     try:
-        rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
-        train, val = train_test_split(
-            rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest], random_state=seed
-        )
+        rest, test = train_test_split(index, test_size=n_test, stratify=labels, random_state=seed)
+        train, val = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
     except ValueError as error:  # sklearn's word for "too few images of a class for this split"
         raise CatdogError(
             f"{len(labels)} usable images are too few for val_fraction={val_fraction}, "

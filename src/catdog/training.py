@@ -51,7 +51,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
 def score(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean BCE loss, accuracy with the probability thresholded at 0.5)."""
     loss = nn.functional.binary_cross_entropy_with_logits(logits, y).item()
-    return loss, ((logits > 0).float() == y).float().mean().item()
+    return loss, ((logits > 0).float() == y).sum().item() / len(y)
 
 
 def fit(model, cfg, train, val, device, seed, on_epoch=lambda row: None):
