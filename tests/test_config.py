@@ -25,13 +25,14 @@ def test_the_default_model_is_valid():
 def test_unknown_model_lists_the_valid_ones():
     params = copy.deepcopy(PARAMS)
     params["model"] = "resnet9000"
-    with pytest.raises(CatdogError, match="resnet9000.*valid: deep, deeper, logistic, mlp, shallow"):
+    with pytest.raises(CatdogError, match="resnet9000.*valid: ") as error:
         model_config(params)
+    assert str(error.value).endswith(", ".join(sorted(PARAMS["models"])))
 
 
 @pytest.mark.parametrize("key, value, message", [
     ("lr", 0, "models.logistic.lr=0 must be a positive number"),
-    ("batch_size", -1, "models.logistic.batch_size=-1 must be a positive integer"),
+    ("batch_size", -1, "models.logistic.batch_size=-1 must be a positive integer or 'full'"),
     ("epochs", 2.5, "models.logistic.epochs=2.5 must be a positive integer"),
     ("optimizer", "rmsprop", "optimizer='rmsprop' is unknown; valid: sgd, adam"),
     ("input_size", 96, r"input_size=96 is not cached by prepare; use one of data.sizes=\[64, 128\]"),

@@ -1,41 +1,41 @@
-"""Every entry of `models` in params.yaml builds, gives one logit per image, and can learn."""
+"""Every entry of `models` in params.yaml builds, gives one output row per image, and learns in the real loop."""
 
 import pytest
 import torch
 from torch import nn
 
+from catdog import CatdogError
 from catdog.config import load_params
-from catdog.models import ARCHITECTURES, build_model
-from catdog.training import OPTIMIZERS
+from catdog.models import ARCHITECTURES, MultiTask, build_model
+from catdog.training import Split, fit, losses, seed_everything
 from conftest import ROOT
 
 MODELS = load_params(ROOT / "params.yaml")["models"]
 
 
+def tiny_split(side: int, n: int = 8) -> Split:
+    generator = torch.Generator().manual_seed(0)
+    return Split(torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=generator),
+                 torch.tensor([0.0, 1.0] * (n // 2)), torch.rand(n, generator=generator))
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_model_outputs_one_logit_per_image(name):
+def test_model_outputs_a_logit_per_image_and_brightness_if_multitask(name):
     cfg = MODELS[name]
     model = build_model(cfg)
     x = torch.rand(5, 3, cfg["input_size"], cfg["input_size"]) * 2 - 1
-    assert model(x).shape == (5, 1)
+    assert model(x).shape == (5, 2 if cfg["arch"] == "multitask" else 1)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_a_few_optimisation_steps_lower_the_loss(name):
-    cfg = MODELS[name]
-    torch.manual_seed(0)
+    cfg = {**MODELS[name], "epochs": 15, "batch_size": 8}
+    seed_everything(0)
     model = build_model(cfg)
-    x = torch.rand(8, 3, cfg["input_size"], cfg["input_size"]) * 2 - 1
-    y = torch.tensor([0.0, 1.0] * 4)
-    optimizer = OPTIMIZERS[cfg["optimizer"]](model.parameters(), lr=cfg["lr"])
-    losses = []
-    for _ in range(20):
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] - 1e-3, losses
+    data = tiny_split(cfg["input_size"])
+    history = fit(model, cfg, data, data, torch.device("cpu"), seed=0)
+    losses_per_epoch = [row["train_loss"] for row in history.rows]
+    assert len(losses_per_epoch) == 15 and losses_per_epoch[-1] < losses_per_epoch[0] - 1e-3, losses_per_epoch
 
 
 def test_logistic_regression_is_one_linear_layer_on_the_flattened_image():
@@ -45,3 +45,33 @@ def test_logistic_regression_is_one_linear_layer_on_the_flattened_image():
 
 def test_every_model_entry_names_a_registered_architecture():
     assert {cfg["arch"] for cfg in MODELS.values()} <= set(ARCHITECTURES)
+
+
+def test_multitask_loss_is_the_weighted_sum_of_bce_and_mse():
+    outputs = torch.tensor([[2.0, 0.9], [-1.0, 0.2], [0.5, 0.4]])
+    y, brightness = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.7, 0.1, 0.4])
+    named = losses(outputs, y, brightness, {"loss_weights": {"classification": 0.7, "brightness": 0.3}})
+    bce = nn.functional.binary_cross_entropy_with_logits(outputs[:, 0], y)
+    mse = ((outputs[:, 1] - brightness) ** 2).mean()
+    assert torch.allclose(named["class_loss"], bce) and torch.allclose(named["brightness_loss"], mse)
+    assert torch.allclose(named["loss"], 0.7 * bce + 0.3 * mse)
+    only_brightness = losses(outputs, y, brightness, {"loss_weights": {"classification": 0, "brightness": 1}})
+    assert torch.allclose(only_brightness["loss"], mse)
+
+
+def test_multitask_history_carries_both_losses():
+    cfg = {**MODELS["multitask"], "epochs": 2, "hidden": [16, 8]}
+    data = tiny_split(cfg["input_size"])
+    row = fit(MultiTask(cfg), cfg, data, data, torch.device("cpu"), seed=0).rows[-1]
+    assert {"train_class_loss", "train_brightness_loss", "val_class_loss", "val_brightness_loss"} <= set(row)
+    assert row["train_loss"] == pytest.approx(0.7 * row["train_class_loss"] + 0.3 * row["train_brightness_loss"],
+                                              rel=1e-5)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"arch": "multitask", "loss_weights": {"classification": 1}}, "loss_weights=.* must map classification"),
+    ({"arch": "numpy", "activations": ["relu", "softmax"]}, "models.bad cannot be built: .*activation"),
+])
+def test_a_model_that_cannot_be_built_is_one_clear_line(changes, message):
+    with pytest.raises(CatdogError, match=message):
+        build_model({**MODELS["mlp"], **changes}, "bad")

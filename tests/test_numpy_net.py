@@ -123,8 +123,9 @@ def test_learns_separable_blobs(batch_size, iterations):
     net = NumpyNet([2, 8, 1], ["relu", "sigmoid"], seed=1)
     seen = []
     costs = net.fit(X, Y, lr=0.1, iterations=iterations, batch_size=batch_size,
-                    on_iteration=lambda i, c: seen.append((i, c)))
-    assert len(costs) == iterations and seen == list(enumerate(costs))
+                    on_iteration=lambda i, c, accuracy: seen.append((i, c, accuracy)))
+    assert len(costs) == iterations and [s[:2] for s in seen] == list(enumerate(costs))
+    assert seen[-1][2] >= 0.95 and seen[-1][2] > seen[0][2]
     assert costs[-1] < costs[0] / 3
     proba = net.predict_proba(X)
     assert proba.shape == (X.shape[1],)

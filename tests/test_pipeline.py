@@ -69,15 +69,20 @@ def test_repro_then_experiments_are_all_tracked(tmp_path):
     assert [a.path for a in client.list_artifacts(logistic.info.run_id, "model")] == ["model/model.pt"]
 
     # Switching models trains again without preparing the data again.
-    result = run(["dvc", "exp", "run", "-n", "try-mlp", "-S", "model=mlp"], repo)
+    result = run(["dvc", "exp", "run", "-n", "try-multitask", "-S", "model=multitask"], repo)
     assert "Running stage 'train'" in result.stdout and "Running stage 'prepare'" not in result.stdout
-    _, runs = runs_by_model(repo)
-    assert runs["mlp"].data.tags["dvc_exp_name"] == "try-mlp" and runs["mlp"].info.run_name == "try-mlp"
+    assert 0 <= json.loads((repo / "metrics/test.json").read_text())["brightness_mae"] < 1
+    assert "train_brightness_loss" in (repo / "plots/history.csv").read_text().splitlines()[0]
+    client, runs = runs_by_model(repo)
+    multitask = runs["multitask"]
+    assert multitask.data.tags["dvc_exp_name"] == "try-multitask" and multitask.info.run_name == "try-multitask"
+    assert {"train_class_loss", "val_brightness_loss", "test_brightness_mae"} <= set(multitask.data.metrics)
 
     # Queued experiments run in .dvc/tmp/exps/..., yet their runs land in the repository's store.
-    run(["dvc", "exp", "run", "--queue", "-n", "queued-shallow", "-S", "model=shallow"], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "queued-numpy", "-S", "model=numpy_deep"], repo)
     run(["dvc", "exp", "run", "--run-all"], repo)
-    _, runs = runs_by_model(repo)
-    assert runs["shallow"].data.tags["dvc_exp_name"] == "queued-shallow"
-    assert "test_accuracy" in runs["shallow"].data.metrics
+    client, runs = runs_by_model(repo)
+    numpy_run = runs["numpy_deep"]
+    assert numpy_run.data.tags["dvc_exp_name"] == "queued-numpy" and "test_accuracy" in numpy_run.data.metrics
+    assert [m.step for m in client.get_metric_history(numpy_run.info.run_id, "train_loss")] == [1, 2]
     assert not list((repo / ".dvc").rglob("mlflow.db"))

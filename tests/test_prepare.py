@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from catdog import CatdogError
 from catdog.dataset import load_manifest, load_split, prepare, split_indices
-from catdog.images import discover
+from catdog.images import discover, load_rgb
 from conftest import write_image
 
 
@@ -40,8 +41,9 @@ def test_prepare_an_image_folder_layout(image_folder, tmp_path):
     assert counts == {"train": 12, "val": 4, "test": 4}
     for split, n in counts.items():
         for size in (16, 32):
-            x, y = load_split(split, size, tmp_path / "prepared")
+            x, y, brightness = load_split(split, size, tmp_path / "prepared")
             assert x.shape == (n, 3, size, size) and x.dtype == np.uint8 and y.dtype == np.uint8
+            assert brightness.shape == (n,) and ((brightness > 0.5) == (y == 1)).all()  # dark cats, bright dogs
         # the labels follow the folders: cats are dark, dogs bright
         files = manifest["splits"][split]["files"]
         assert [f.split("/")[0] for f in files] == [classes[i] for i in y]
@@ -81,3 +83,21 @@ def test_a_folder_with_one_class_is_refused(tmp_path):
 def test_a_missing_folder_is_refused(tmp_path):
     with pytest.raises(CatdogError, match="is not a folder"):
         discover(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("colour, luminance", [
+    ((0, 0, 0), 0.0), ((255, 255, 255), 1.0), ((255, 0, 0), 0.299), ((0, 255, 0), 0.587), ((128, 128, 128), 128 / 255),
+])
+def test_brightness_is_the_mean_luminance_in_0_1(tmp_path, colour, luminance):
+    path = tmp_path / "solid.png"
+    Image.new("RGB", (37, 23), colour).save(path)
+    arrays, brightness = load_rgb(path, [8])
+    assert brightness == pytest.approx(luminance, abs=0.002)
+    assert arrays[0].shape == (3, 8, 8) and (arrays[0] == np.array(colour).reshape(3, 1, 1)).all()
+
+
+def test_brightness_averages_over_the_image(tmp_path):
+    half = np.zeros((10, 20, 3), dtype=np.uint8)
+    half[:, 10:] = 255
+    Image.fromarray(half).save(tmp_path / "half.png")
+    assert load_rgb(tmp_path / "half.png", [4])[1] == pytest.approx(0.5, abs=1e-6)

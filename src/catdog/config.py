@@ -37,9 +37,10 @@ def model_config(params: dict) -> tuple[str, dict]:
         raise CatdogError(f"models.{name}.optimizer={cfg['optimizer']!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
     if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
         raise CatdogError(f"models.{name}.lr={cfg['lr']!r} must be a positive number")
-    for key in ("batch_size", "epochs"):
-        if not (isinstance(cfg[key], int) and cfg[key] > 0):
-            raise CatdogError(f"models.{name}.{key}={cfg[key]!r} must be a positive integer")
+    if not (isinstance(cfg["epochs"], int) and cfg["epochs"] > 0):
+        raise CatdogError(f"models.{name}.epochs={cfg['epochs']!r} must be a positive integer")
+    if not ((isinstance(cfg["batch_size"], int) and cfg["batch_size"] > 0) or cfg["batch_size"] == "full"):
+        raise CatdogError(f"models.{name}.batch_size={cfg['batch_size']!r} must be a positive integer or 'full'")
     sizes = params["data"]["sizes"]
     if cfg["input_size"] not in sizes:
         raise CatdogError(

@@ -1,7 +1,8 @@
 """The prepared dataset: a stratified split and uint8 arrays on disk, decoded once and memory-mapped afterwards.
 
-Layout of data/prepared/:  x{size}_{split}.npy  uint8 (N, 3, size, size)
-                           y_{split}.npy        uint8 (N,) class index
+Layout of data/prepared/:  x{size}_{split}.npy        uint8 (N, 3, size, size)
+                           y_{split}.npy              uint8 (N,) class index
+                           brightness_{split}.npy     float32 (N,) mean luminance in [0, 1]
                            manifest.json        classes, sizes, the files of each split, skipped files
 """
 
@@ -59,6 +60,7 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
     workers = workers or os.cpu_count()
     with atomic_dir(out_dir) as tmp:
         everything = {s: open_memmap(tmp / f"all{s}.npy", "w+", np.uint8, (len(files), 3, s, s)) for s in sizes}
+        brightness = np.zeros(len(files), dtype=np.float32)
         usable, skipped = [], []
         with Pool(workers) as pool:
             decoded = pool.imap(partial(_decode, sizes=sizes), files, chunksize=16)
@@ -67,7 +69,8 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
                     skipped.append({"file": str(Path(files[i]).relative_to(root)), "reason": result})
                     continue
                 usable.append(i)
-                for s, array in zip(sizes, result):
+                arrays, brightness[i] = result
+                for s, array in zip(sizes, arrays):
                     everything[s][i] = array
         usable = np.asarray(usable, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.uint8)
@@ -82,6 +85,7 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
                 out.flush()
                 del out
             np.save(tmp / f"y_{split}.npy", labels[rows])
+            np.save(tmp / f"brightness_{split}.npy", brightness[rows])
             manifest["splits"][split] = {
                 "count": len(rows),
                 "per_class": {c: int((labels[rows] == k).sum()) for k, c in enumerate(classes)},
@@ -98,10 +102,11 @@ def load_manifest(prepared: Path = PREPARED_DIR) -> dict:
     return json.loads((Path(prepared) / "manifest.json").read_text())
 
 
-def load_split(split: str, size: int, prepared: Path = PREPARED_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 (N, 3, size, size), labels uint8 (N,)), read without pickle."""
+def load_split(split: str, size: int, prepared: Path = PREPARED_DIR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images uint8 (N, 3, size, size), labels uint8 (N,), brightness float32 (N,)), read without pickle."""
     prepared = Path(prepared)
     path = prepared / f"x{size}_{split}.npy"
     if not path.exists():
         raise CatdogError(f"{path} is missing: run `dvc repro prepare` (and check data.sizes includes {size})")
-    return np.load(path, allow_pickle=False), np.load(prepared / f"y_{split}.npy", allow_pickle=False)
+    return tuple(np.load(p, allow_pickle=False)
+                 for p in (path, prepared / f"y_{split}.npy", prepared / f"brightness_{split}.npy"))

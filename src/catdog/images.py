@@ -45,8 +45,9 @@ def discover(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return [p for p, _ in pairs], [index[label] for _, label in pairs], classes
 
 
-def load_rgb(path: Path, sizes: list[int]) -> list[np.ndarray]:
-    """The image as uint8 arrays of shape (3, s, s), one per size: squashed to a square, as the seeds' Resize did."""
+def load_rgb(path: Path, sizes: list[int]) -> tuple[list[np.ndarray], float]:
+    """The image as uint8 arrays of shape (3, s, s), one per size (squashed to a square, as the seeds' Resize
+    did), and its brightness: the mean luminance (ITU-R 601, as PIL's "L") in [0, 1], the multi-task target."""
     with Image.open(path) as img:
         # Decode JPEGs at a reduced scale when the file is much larger than needed: far faster, same result size.
         img.draft("RGB", (max(sizes), max(sizes)))
@@ -57,4 +58,5 @@ def load_rgb(path: Path, sizes: list[int]) -> list[np.ndarray]:
             img.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white, not black
         else:
             img = img.convert("RGB")
-        return [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR)).transpose(2, 0, 1) for s in sizes]
+        brightness = float(np.asarray(img.convert("L"), dtype=np.float64).mean() / 255)
+        return [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR)).transpose(2, 0, 1) for s in sizes], brightness

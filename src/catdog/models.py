@@ -1,26 +1,59 @@
 """The model registry: an architecture name (a model entry's `arch`) maps to a builder taking that entry.
 
-Every builder returns a torch module mapping a float batch (N, 3, S, S) in [-1, 1] to N logits, shape (N, 1).
-Add an architecture by adding one builder here; add a model by adding one entry to `models` in params.yaml.
+Every builder returns a model mapping a float batch (N, 3, S, S) in [-1, 1] to outputs (N, k): column 0 is the
+cat/dog logit; a multi-task model adds column 1, the predicted brightness. Add an architecture by adding one
+builder here; add a model by adding one entry to `models` in params.yaml.
 """
 
+import torch
 from torch import nn
 
+from catdog import CatdogError
+from catdog.numpy_model import NumpyModel
 
-def fully_connected(cfg: dict) -> nn.Module:
-    """Flatten, then `hidden` ReLU layers, then one logit: logistic regression when `hidden` is empty."""
+
+def _trunk(cfg: dict) -> tuple[nn.Sequential, int]:
+    """Flatten, then one Linear + ReLU per entry of `hidden`; returns the layers and their output width."""
     layers, width = [nn.Flatten()], 3 * cfg["input_size"] ** 2
     for hidden in cfg.get("hidden", []):
         layers += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers), width
+
+
+def fully_connected(cfg: dict) -> nn.Module:
+    """`hidden` ReLU layers, then one logit: logistic regression when `hidden` is empty."""
+    trunk, width = _trunk(cfg)
+    return trunk.append(nn.Linear(width, 1))
+
+
+class MultiTask(nn.Module):
+    """Seed 004: a shared fully-connected trunk, head A for cat/dog (a logit), head B for brightness (in [0, 1])."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        weights = cfg.get("loss_weights")
+        if not (isinstance(weights, dict) and set(weights) == {"classification", "brightness"}
+                and all(isinstance(w, (int, float)) and w >= 0 for w in weights.values())):
+            raise ValueError(f"loss_weights={weights!r} must map classification and brightness to weights >= 0")
+        self.trunk, width = _trunk(cfg)
+        self.classify = nn.Linear(width, 1)
+        self.brightness = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shared = self.trunk(x)
+        return torch.cat([self.classify(shared), torch.sigmoid(self.brightness(shared))], dim=1)
 
 
 ARCHITECTURES = {
-    "fc": fully_connected,
+    "fc": fully_connected,     # logistic, shallow, deep, deeper, mlp
+    "multitask": MultiTask,    # classification + brightness regression
+    "numpy": NumpyModel,       # the course's L-layer network by hand, no torch inside
 }
 
 
-def build_model(cfg: dict) -> nn.Module:
-    return ARCHITECTURES[cfg["arch"]](cfg)
+def build_model(cfg: dict, name: str = "model"):
+    try:
+        return ARCHITECTURES[cfg["arch"]](cfg)
+    except (KeyError, ValueError) as error:  # a builder's word on a bad or missing knob, as one line
+        raise CatdogError(f"models.{name} cannot be built: {error}") from None

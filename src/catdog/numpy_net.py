@@ -128,7 +128,8 @@ class NumpyNet:
         """Gradient descent. `batch_size=None`: full batch, `iterations` is the number of steps and each cost is the
         cost before that step. Otherwise `iterations` is the number of epochs, each over the samples reshuffled with
         `np.random.default_rng(seed)`, and each cost is the epoch's sample-weighted mean mini-batch cost.
-        `on_iteration(i, cost)` is called after every step (full batch) or epoch. Returns the list of costs."""
+        `on_iteration(i, cost, accuracy)` is called after every step (full batch) or epoch, with the accuracy of the
+        predictions made during it (probability > 0.5). Returns the list of costs."""
         X = self._check_X(X)
         Y = np.asarray(Y, dtype=self.dtype).reshape(1, -1)
         m = X.shape[1]
@@ -143,15 +144,16 @@ class NumpyNet:
             else:
                 order = rng.permutation(m)
                 batches = [order[k:k + batch_size] for k in range(0, m, batch_size)]
-            total = 0.0
+            total, correct = 0.0, 0
             for idx in batches:
                 Xb, Yb = (X, Y) if batch_size is None else (X[:, idx], Y[:, idx])
                 AL, caches = self.forward(Xb)
                 total += self.cost(AL, Yb, caches) * len(idx)
+                correct += int(((AL > 0.5) == (Yb > 0.5)).sum())
                 self.step(self.backward(caches, Yb), lr)
             costs.append(total / m)
             if on_iteration is not None:
-                on_iteration(i, costs[-1])
+                on_iteration(i, costs[-1], correct / m)
         return costs
 
     def predict_proba(self, X) -> np.ndarray:

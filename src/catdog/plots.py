@@ -20,11 +20,14 @@ def _save(fig, path: Path) -> None:
 def training_curves(history: list[dict], title: str, path: Path) -> None:
     """Training loss, training accuracy and validation accuracy per epoch (the seeds' figure), val loss beside."""
     epoch = [int(r["epoch"]) for r in history]
-    column = {k: [float(r[k]) for r in history] for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy")}
+    column = {k: [float(r[k]) for r in history] for k in history[0] if k != "epoch"}
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     marker = "o" if len(epoch) <= 30 else None
     loss_ax.plot(epoch, column["train_loss"], marker=marker, label="training loss")
     loss_ax.plot(epoch, column["val_loss"], marker=marker, linestyle="--", label="validation loss")
+    for task in ("class", "brightness"):  # a multi-task model's two losses, beside their weighted sum
+        if f"train_{task}_loss" in column:
+            loss_ax.plot(epoch, column[f"train_{task}_loss"], linewidth=1, label=f"training {task} loss")
     loss_ax.set(xlabel="epoch", ylabel="binary cross-entropy", title="Loss")
     acc_ax.plot(epoch, column["train_accuracy"], marker=marker, label="training accuracy")
     acc_ax.plot(epoch, column["val_accuracy"], marker=marker, label="validation accuracy")

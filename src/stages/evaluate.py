@@ -26,9 +26,12 @@ def main() -> None:
     cfg, classes = checkpoint["config"], checkpoint["classes"]
     model = build_model(cfg)
     model.load_state_dict(checkpoint["state_dict"])
-    x, y = as_tensors(*load_split("test", cfg["input_size"]))
-    logits = predict(model.to(device), x, cfg["batch_size"], device)
+    test = as_tensors(*load_split("test", cfg["input_size"]))
+    outputs = predict(model.to(device), test.x, cfg["batch_size"], device)
+    logits, y = outputs[:, 0], test.y
     metrics = binary_metrics(logits, y)
+    if outputs.shape[1] > 1:  # a multi-task model also predicts brightness
+        metrics["brightness_mae"] = round((outputs[:, 1] - test.brightness).abs().mean().item(), 6)
     write_json(TEST_METRICS, metrics)
     files = load_manifest()["splits"]["test"]["files"]
     probabilities = torch.sigmoid(logits).tolist()

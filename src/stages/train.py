@@ -19,9 +19,6 @@ from catdog.tables import write_rows  # noqa: E402
 from catdog.tracking import training_run  # noqa: E402
 from catdog.training import as_tensors, fit, pick_device, seed_everything  # noqa: E402
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
 def main() -> None:
     params = load_params()
     name, cfg = model_config(params)
@@ -29,30 +26,29 @@ def main() -> None:
     seed_everything(params["seed"])
     train = as_tensors(*load_split("train", cfg["input_size"]))
     val = as_tensors(*load_split("val", cfg["input_size"]))
-    model = build_model(cfg)
+    model = build_model(cfg, name)
     hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), **flat(cfg),
-                       **flat(params["data"], "data."), "n_train": len(train[0]), "n_val": len(val[0])}
+                       **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x)}
     with training_run(name, hyperparameters):
         start = time.perf_counter()
         log_epoch = lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
-        history, best_state, best_epoch = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch)
+        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch)
         seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],
-                      "best_epoch": best_epoch, "state_dict": best_state}
+                      "best_epoch": history.best_epoch, "state_dict": history.best_state}
         with atomic_path(MODEL_FILE) as tmp:
             torch.save(checkpoint, tmp)
-        write_rows(HISTORY_FILE, history, HISTORY_COLUMNS)
-        best = history[best_epoch - 1]
-        summary = {"best_epoch": best_epoch, "best_val_accuracy": round(best["val_accuracy"], 6),
+        write_rows(HISTORY_FILE, history.rows, list(history.rows[0]))
+        best = history.rows[history.best_epoch - 1]
+        summary = {"best_epoch": history.best_epoch, "best_val_accuracy": round(best["val_accuracy"], 6),
                    "best_val_loss": round(best["val_loss"], 6), "train_seconds": round(seconds, 2),
                    "n_parameters": sum(p.numel() for p in model.parameters())}
         write_json(TRAIN_METRICS, summary)
         mlflow.log_metrics({k: summary[k] for k in ("best_epoch", "best_val_accuracy", "train_seconds")})
         mlflow.log_artifact(str(MODEL_FILE), artifact_path="model")
         mlflow.log_artifact(str(HISTORY_FILE))
-    print(f"{name}: best val accuracy {best['val_accuracy']:.4f} at epoch {best_epoch}/{cfg['epochs']}, "
+    print(f"{name}: best val accuracy {best['val_accuracy']:.4f} at epoch {history.best_epoch}/{cfg['epochs']}, "
           f"{seconds:.1f} s on {device}")
-
 
 if __name__ == "__main__":
     cli.run(main)

@@ -1,0 +1,62 @@
+"""The hand-written NumPy network (numpy_net.py) as a pipeline model: built from a `models` entry, trained on the
+cached tensors, evaluated and saved like the torch models."""
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from catdog.numpy_net import NumpyNet
+from catdog.training import History, Split, score, to_input
+
+
+class NumpyModel:
+    """The few methods of a torch module that the stages call, backed by a NumpyNet with no torch inside.
+
+    Tensors only cross the boundary: images come in as torch tensors and logits go out as one."""
+
+    def __init__(self, cfg: dict):
+        side = cfg["input_size"]
+        # Its own generator, drawn from the global one that seed_everything seeded: reproducible per `seed`.
+        self.net = NumpyNet([3 * side * side, *cfg["hidden"], 1], cfg["activations"], init=cfg.get("init", "he"),
+                            seed=int(np.random.randint(2**31)), dtype=np.float32)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images (N, 3, S, S) in [-1, 1] -> logits (N, 1), the last layer's pre-activation."""
+        _, caches = self.net.forward(self._columns(x))
+        return torch.from_numpy(caches[-1][1].T.copy())
+
+    @staticmethod
+    def _columns(x: torch.Tensor) -> np.ndarray:
+        return x.cpu().reshape(len(x), -1).numpy().T  # the course's layout: one column per image
+
+    def fit(self, cfg: dict, train: Split, val: Split, seed: int, history: History) -> None:
+        """Gradient descent for cfg['epochs'] iterations (passes over the data), full batch or mini-batch."""
+        val_x = to_input(val.x, torch.device("cpu"))
+        progress = tqdm(total=cfg["epochs"], desc="iterations", unit="it")
+
+        def after_iteration(i, cost, accuracy):
+            val_scores = score(self(val_x), val, cfg)
+            history.add(i + 1, {"loss": cost, "accuracy": accuracy}, val_scores, self)
+            progress.update()
+            progress.set_postfix(cost=f"{cost:.4f}", val_acc=f"{val_scores['accuracy']:.3f}")
+
+        x = self._columns(to_input(train.x, torch.device("cpu")))
+        batch_size = None if cfg["batch_size"] == "full" else cfg["batch_size"]
+        self.net.fit(x, train.y.numpy()[None, :], lr=cfg["lr"], iterations=cfg["epochs"], batch_size=batch_size,
+                     seed=seed, on_iteration=after_iteration)
+        progress.close()
+
+    def state_dict(self) -> dict:
+        return {k: torch.from_numpy(v.copy()) for k, v in self.net.params.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict({k: v.numpy() for k, v in state.items()})
+
+    def parameters(self):
+        return [torch.from_numpy(v) for v in self.net.params.values()]
+
+    def to(self, device):
+        return self  # NumPy runs on the CPU whatever train.device says
+
+    def eval(self):
+        return self
