@@ -1,5 +1,6 @@
 """Stage `train`: train the model named by param `model` on the cached tensors, tracked as an MLflow run."""
 
+import io
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch  # noqa: E402
 from catdog import cli  # noqa: E402
 from catdog.config import device_name, flat, load_params, model_config  # noqa: E402
 from catdog.dataset import load_manifest, load_split  # noqa: E402
-from catdog.io import atomic_path, write_json  # noqa: E402
+from catdog.io import write_bytes, write_json  # noqa: E402
 from catdog.models import build_model  # noqa: E402
 from catdog.paths import HISTORY_FILE, MODEL_FILE, TRAIN_METRICS  # noqa: E402
 from catdog.tables import write_rows  # noqa: E402
@@ -36,8 +37,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],
                       "best_epoch": history.best_epoch, "state_dict": history.best_state}
-        with atomic_path(MODEL_FILE) as tmp:
-            torch.save(checkpoint, tmp)
+        buffer = io.BytesIO()  # saved from memory: a file name would end up inside the archive, and in its hash
+        torch.save(checkpoint, buffer)
+        write_bytes(MODEL_FILE, buffer.getvalue())
         write_rows(HISTORY_FILE, history.rows, list(history.rows[0]))
         best = history.rows[history.best_epoch - 1]
         summary = {"best_epoch": history.best_epoch, "best_val_accuracy": round(best["val_accuracy"], 6),
