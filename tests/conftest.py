@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,3 +45,37 @@ def run(args, cwd, check=True) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+TINY = {"synthetic.n_images": 40, "epochs": 2}
+
+
+def copy_repo(dest):
+    """The files git would commit (tracked and untracked, not ignored), as a fresh clone would have them."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["synthetic"]["n_images"] = TINY["synthetic.n_images"]
+    for cfg in params["models"].values():
+        cfg["epochs"] = TINY["epochs"]
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "tiny"], dest)
+    return dest
+
+
+def set_params(repo, **dotted) -> None:
+    """set_params(repo, model="deep", **{"models.deep.epochs": 3}) edits the copy's params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

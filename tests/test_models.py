@@ -71,6 +71,7 @@ def test_multitask_history_carries_both_losses():
 @pytest.mark.parametrize("changes, message", [
     ({"arch": "multitask", "loss_weights": {"classification": 1}}, "loss_weights=.* must map classification"),
     ({"arch": "numpy", "activations": ["relu", "softmax"]}, "models.bad cannot be built: .*activation"),
+    ({"arch": "cnn", "channels": [8, 8, 8, 8], "input_size": 8}, "input_size=8 is too small for 4 pooling blocks"),
 ])
 def test_a_model_that_cannot_be_built_is_one_clear_line(changes, message):
     with pytest.raises(CatdogError, match=message):

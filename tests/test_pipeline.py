@@ -1,37 +1,13 @@
 """End to end: `dvc repro`, `dvc exp run -S model=...` and a queued experiment, in a throw-away copy of the repo."""
 
 import json
-import shutil
-import subprocess
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run
+from conftest import copy_repo, run
 
 pytestmark = pytest.mark.slow
-
-TINY = {"synthetic.n_images": 40, "epochs": 2}
-
-
-def copy_repo(dest):
-    """The files git would commit (tracked and untracked, not ignored), as a fresh clone would have them."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["synthetic"]["n_images"] = TINY["synthetic.n_images"]
-    for cfg in params["models"].values():
-        cfg["epochs"] = TINY["epochs"]
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "tiny"], dest)
-    return dest
 
 
 def runs_by_model(repo):

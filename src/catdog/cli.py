@@ -1,12 +1,23 @@
-"""What every stage entry point shares: one clear line and a non-zero exit for problems the user can fix."""
+"""What every stage entry point shares: one clear line and a non-zero exit for problems the user can fix, and
+the same clean-up for SIGTERM (how dvc, schedulers and `kill` stop a process) as for Ctrl-C."""
 
+import signal
 import sys
 
 from catdog import CatdogError
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run(main) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
     except CatdogError as error:
         sys.exit(f"catdog: error: {error}")
+    except KeyboardInterrupt:
+        # The atomic writes have removed their temporary files: no output is left half-written.
+        print("catdog: interrupted; outputs of this stage were not written", file=sys.stderr)
+        sys.exit(130)

@@ -50,6 +50,23 @@ def model_config(params: dict) -> tuple[str, dict]:
     return name, cfg
 
 
+def check_synthetic(params: dict) -> None:
+    n_images = params["synthetic"].get("n_images")
+    if not (isinstance(n_images, int) and n_images >= 2):
+        raise CatdogError(f"synthetic.n_images={n_images!r} must be an integer >= 2")
+
+
+def check_data(params: dict) -> None:
+    """The `data` section: the split fractions and the cached sizes."""
+    from catdog.dataset import check_fractions  # late: keeps numpy and sklearn out of the plain config helpers
+
+    data = params["data"]
+    check_fractions(data["val_fraction"], data["test_fraction"])
+    sizes = data["sizes"]
+    if not (isinstance(sizes, list) and sizes and all(isinstance(s, int) and s >= 8 for s in sizes)):
+        raise CatdogError(f"data.sizes={sizes!r} must be a list of square sizes in pixels, each >= 8, e.g. [64, 128]")
+
+
 def device_name(params: dict) -> str:
     device = params.get("train", {}).get("device", "auto")
     if device not in DEVICES:

@@ -6,6 +6,8 @@ Layout of data/prepared/:  x{size}_{split}.npy        uint8 (N, 3, size, size)
                            manifest.json        classes, sizes, the files of each split, skipped files
 """
 
+import hashlib
+import io
 import json
 import os
 from functools import partial
@@ -26,13 +28,17 @@ SPLITS = ("train", "val", "test")
 COPY_CHUNK = 1024  # rows copied at a time, so memory stays bounded whatever the dataset size
 
 
-def split_indices(labels, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices; the same labels and seed always give the same split."""
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise CatdogError(
             f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must each be in (0, 1) "
             "and sum to less than 1"
         )
+
+
+def split_indices(labels, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Stratified train/val/test indices; the same labels and seed always give the same split."""
+    check_fractions(val_fraction, test_fraction)
     labels = np.asarray(labels)
     index = np.arange(len(labels))
     n_test, n_val = round(test_fraction * len(labels)), round(val_fraction * len(labels))  # 2400 -> 1920/240/240
@@ -48,34 +54,49 @@ def split_indices(labels, val_fraction: float, test_fraction: float, seed: int) 
 
 
 def _decode(path: Path, sizes: list[int]):
+    """(sha256 of the file, (arrays, brightness)) or (None, the reason it cannot be used)."""
     try:
-        return load_rgb(path, sizes)
-    except Exception as error:  # any undecodable file is skipped and reported, never fatal
-        return f"{type(error).__name__}: {error}"
+        data = Path(path).read_bytes()
+        return hashlib.sha256(data).hexdigest(), load_rgb(io.BytesIO(data), sizes)
+    except Exception as error:  # any unreadable file is skipped and reported, never fatal
+        return None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fraction, seed, out_dir=PREPARED_DIR,
             workers=None):
-    """Decode every file once (all cores), split the usable ones, and write the arrays atomically."""
+    """Decode every file once (all cores), drop unreadable files and byte-identical duplicates, split the rest,
+    and write the arrays atomically. Returns the manifest, which includes the report of what was left out."""
+    check_fractions(val_fraction, test_fraction)
     workers = workers or os.cpu_count()
+    name = [str(Path(f).relative_to(root)) for f in files]
     with atomic_dir(out_dir) as tmp:
         everything = {s: open_memmap(tmp / f"all{s}.npy", "w+", np.uint8, (len(files), 3, s, s)) for s in sizes}
         brightness = np.zeros(len(files), dtype=np.float32)
-        usable, skipped = [], []
+        usable, skipped, duplicates, first_of = [], [], [], {}
         with Pool(workers) as pool:
             decoded = pool.imap(partial(_decode, sizes=sizes), files, chunksize=16)
-            for i, result in enumerate(tqdm(decoded, total=len(files), desc="decode", unit="img")):
-                if isinstance(result, str):
-                    skipped.append({"file": str(Path(files[i]).relative_to(root)), "reason": result})
-                    continue
-                usable.append(i)
-                arrays, brightness[i] = result
-                for s, array in zip(sizes, arrays):
-                    everything[s][i] = array
+            for i, (digest, result) in enumerate(tqdm(decoded, total=len(files), desc="decode", unit="img")):
+                if digest is None:
+                    skipped.append({"file": name[i], "reason": result})
+                elif digest in first_of:  # kept once, so the same picture can never sit in two splits
+                    duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
+                else:
+                    first_of[digest] = i
+                    usable.append(i)
+                    arrays, brightness[i] = result
+                    for s, array in zip(sizes, arrays):
+                        everything[s][i] = array
         usable = np.asarray(usable, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.uint8)
+        for k, c in enumerate(classes):
+            if not (labels[usable] == k).any():
+                raise CatdogError(f"class {c!r} in {root} has no usable image (of all classes, {len(skipped)} "
+                                  f"unreadable and {len(duplicates)} duplicate file(s) left out); add images of it")
         splits = split_indices(labels[usable], val_fraction, test_fraction, seed)
-        manifest = {"classes": classes, "sizes": list(sizes), "skipped": skipped, "splits": {}}
+        manifest = {"classes": classes, "sizes": list(sizes),
+                    "counts": {"found": len(files), "used": len(usable), "skipped": len(skipped),
+                               "duplicates": len(duplicates)},
+                    "skipped": skipped, "duplicates": duplicates, "splits": {}}
         for split, positions in splits.items():
             rows = usable[positions]
             for s in sizes:
@@ -89,13 +110,19 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
             manifest["splits"][split] = {
                 "count": len(rows),
                 "per_class": {c: int((labels[rows] == k).sum()) for k, c in enumerate(classes)},
-                "files": [str(Path(files[r]).relative_to(root)) for r in rows],
+                "files": [name[r] for r in rows],
             }
         for s in sizes:
             del everything[s]
             os.remove(tmp / f"all{s}.npy")
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def report(manifest: dict) -> dict:
+    """What prepare used and left out, with every skipped file and its reason: metrics/data_report.json."""
+    return {**manifest["counts"], **{f"n_{split}": info["count"] for split, info in manifest["splits"].items()},
+            "skipped_files": manifest["skipped"], "duplicate_files": manifest["duplicates"]}
 
 
 def load_manifest(prepared: Path = PREPARED_DIR) -> dict:

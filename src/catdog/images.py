@@ -1,6 +1,7 @@
 """Finding labelled images in a folder and decoding them once into fixed-size RGB arrays."""
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 FLAT_LABEL = re.compile(r"^([A-Za-z]+)[._\- ]")
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+def _is_image(path: Path, root: Path) -> bool:
+    """An image file by extension, not hidden and not inside a hidden folder (.DS_Store, .ipynb_checkpoints/)."""
+    hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+    return not hidden and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
 def discover(folder: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -29,11 +32,11 @@ def discover(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     pairs = []
     if subdirs:
         for d in subdirs:
-            pairs += [(p, d.name) for p in sorted(d.rglob("*")) if _is_image(p)]
+            pairs += [(p, d.name) for p in sorted(d.rglob("*")) if _is_image(p, folder)]
     else:
         for p in sorted(folder.iterdir()):
             match = FLAT_LABEL.match(p.name)
-            if _is_image(p) and match:
+            if _is_image(p, folder) and match:
                 pairs.append((p, match.group(1).lower()))
     classes = sorted({label for _, label in pairs})
     if len(classes) != 2:
@@ -48,15 +51,22 @@ def discover(folder: Path) -> tuple[list[Path], list[int], list[str]]:
 def load_rgb(path: Path, sizes: list[int]) -> tuple[list[np.ndarray], float]:
     """The image as uint8 arrays of shape (3, s, s), one per size (squashed to a square, as the seeds' Resize
     did), and its brightness: the mean luminance (ITU-R 601, as PIL's "L") in [0, 1], the multi-task target."""
-    with Image.open(path) as img:
-        # Decode JPEGs at a reduced scale when the file is much larger than needed: far faster, same result size.
-        img.draft("RGB", (max(sizes), max(sizes)))
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            img = Image.new("RGB", rgba.size, (255, 255, 255))
-            img.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white, not black
-        else:
-            img = img.convert("RGB")
-        brightness = float(np.asarray(img.convert("L"), dtype=np.float64).mean() / 255)
-        return [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR)).transpose(2, 0, 1) for s in sizes], brightness
+    with warnings.catch_warnings():
+        # Past Image.MAX_IMAGE_PIXELS (about 89 megapixels) Pillow only warns; a decompression bomb is an error here.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            # Decode JPEGs at a reduced scale when the file is much larger than needed: far faster, same result size.
+            img.draft("RGB", (max(sizes), max(sizes)))
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greyscale: rescale, do not clip
+                values = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray(np.uint8(np.clip(values * 255 / max(values.max(), 255), 0, 255)))
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                img = Image.new("RGB", rgba.size, (255, 255, 255))
+                img.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white, not black
+            else:
+                img = img.convert("RGB")
+            brightness = float(np.asarray(img.convert("L"), dtype=np.float64).mean() / 255)
+            arrays = [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR)).transpose(2, 0, 1) for s in sizes]
+            return arrays, brightness

@@ -27,6 +27,21 @@ def fully_connected(cfg: dict) -> nn.Module:
     return trunk.append(nn.Linear(width, 1))
 
 
+def convolutional(cfg: dict) -> nn.Module:
+    """A small CNN trained from scratch: per entry of `channels` a conv3x3-BN-ReLU-maxpool block, then global
+    average pooling and one logit. Pooling makes it see a pointed ear wherever it sits in the picture."""
+    blocks = len(cfg["channels"])
+    if cfg["input_size"] < 2**blocks:
+        raise ValueError(f"input_size={cfg['input_size']} is too small for {blocks} pooling blocks: "
+                         f"use at least {2**blocks}, or fewer channels entries")
+    layers, width = [], 3
+    for channels in cfg["channels"]:
+        layers += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+                   nn.MaxPool2d(2)]
+        width = channels
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 1))
+
+
 class MultiTask(nn.Module):
     """Seed 004: a shared fully-connected trunk, head A for cat/dog (a logit), head B for brightness (in [0, 1])."""
 
@@ -47,6 +62,7 @@ class MultiTask(nn.Module):
 
 ARCHITECTURES = {
     "fc": fully_connected,     # logistic, shallow, deep, deeper, mlp
+    "cnn": convolutional,      # convolutional, from scratch
     "multitask": MultiTask,    # classification + brightness regression
     "numpy": NumpyModel,       # the course's L-layer network by hand, no torch inside
 }

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+PARAMS_CHECKED = Path("data/params.ok")        # check: the other stages depend on it, so it runs first
 SYNTHETIC_DIR = Path("data/synthetic")         # generate
 PREPARED_DIR = Path("data/prepared")           # prepare
+DATA_REPORT = Path("metrics/data_report.json") # prepare: images used, skipped (with reasons), duplicates
 MODEL_FILE = Path("models/model.pt")           # train: best-on-validation checkpoint
 RUN_FILE = Path("models/run.json")             # train: the MLflow run evaluate and plot log into
 HISTORY_FILE = Path("plots/history.csv")       # train: per-epoch curves

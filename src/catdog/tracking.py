@@ -56,13 +56,24 @@ def _git_commit() -> str:
 
 
 @contextlib.contextmanager
+def _marked_killed_on_interrupt():
+    """Ctrl-C or SIGTERM ends the active run as KILLED (MLflow itself would say FAILED, or leave it RUNNING)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+
+
+@contextlib.contextmanager
 def training_run(model_name: str, params: dict):
     """A new run tagged with the model, the git commit and the DVC experiment; its id goes to RUN_FILE."""
     experiment_name = os.environ.get("DVC_EXP_NAME", "")
     commit = _git_commit()
     tags = {"model": model_name, "git_commit": commit, "mlflow.source.git.commit": commit,
             "dvc_exp_name": experiment_name, "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
-    with mlflow.start_run(experiment_id=_experiment_id(), run_name=experiment_name or model_name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=_experiment_id(), run_name=experiment_name or model_name, tags=tags) as run, \
+            _marked_killed_on_interrupt():
         mlflow.log_params(params)
         write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
         yield run
@@ -80,5 +91,5 @@ def resumed_run():
         print(f"catdog: warning: MLflow run {run_id} is not in {uri}; not logging to MLflow")
         yield None
         return
-    with mlflow.start_run(run_id=run_id) as run:
+    with mlflow.start_run(run_id=run_id) as run, _marked_killed_on_interrupt():
         yield run

@@ -7,12 +7,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
 from catdog import cli, synthetic  # noqa: E402
-from catdog.config import load_params  # noqa: E402
+from catdog.config import check_synthetic, load_params  # noqa: E402
 from catdog.io import atomic_dir  # noqa: E402
 from catdog.paths import SYNTHETIC_DIR  # noqa: E402
 
 
 def main() -> None:
+    check_synthetic(load_params())
     params = load_params()["synthetic"]
     with atomic_dir(SYNTHETIC_DIR) as tmp:
         synthetic.generate(tmp, n_images=params["n_images"], seed=params["seed"], workers=os.cpu_count() or 1)

@@ -6,24 +6,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
 from catdog import cli  # noqa: E402
-from catdog.config import load_params  # noqa: E402
-from catdog.dataset import prepare  # noqa: E402
-from catdog.paths import PREPARED_DIR  # noqa: E402
+from catdog.config import check_data, load_params  # noqa: E402
+from catdog.dataset import prepare, report  # noqa: E402
+from catdog.io import write_json  # noqa: E402
+from catdog.paths import DATA_REPORT, PREPARED_DIR  # noqa: E402
 from catdog.images import discover  # noqa: E402
 
 
 def main() -> None:
     params = load_params()
     data = params["data"]
+    check_data(params)  # before minutes of decoding, not after (the `check` stage did too; this runs alone)
+    sizes = data["sizes"]
     root = Path(data["images"])
     files, labels, classes = discover(root)
-    manifest = prepare(files, labels, classes, root, sizes=data["sizes"], val_fraction=data["val_fraction"],
+    manifest = prepare(files, labels, classes, root, sizes=sizes, val_fraction=data["val_fraction"],
                        test_fraction=data["test_fraction"], seed=params["seed"])
+    write_json(DATA_REPORT, report(manifest))
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    print(f"prepared {PREPARED_DIR}: classes {classes}; {counts}; skipped {len(manifest['skipped'])} unreadable file(s)")
-    for entry in manifest["skipped"]:
-        print(f"  skipped {entry['file']}: {entry['reason']}")
-
+    left_out = manifest["skipped"] + manifest["duplicates"]
+    print(f"prepared {PREPARED_DIR}: classes {classes}; {counts}; left out {manifest['counts']['skipped']} "
+          f"unreadable and {manifest['counts']['duplicates']} duplicate file(s), listed in {DATA_REPORT}")
+    for entry in left_out[:20]:
+        print(f"  left out {entry['file']}: {entry.get('reason') or 'duplicate of ' + entry['duplicate_of']}")
+    if len(left_out) > 20:
+        print(f"  ... and {len(left_out) - 20} more")
 
 if __name__ == "__main__":
     cli.run(main)

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from catdog import cli  # noqa: E402
 from catdog.config import device_name, flat, load_params, model_config  # noqa: E402
-from catdog.dataset import load_manifest, load_split  # noqa: E402
+from catdog.dataset import load_manifest, load_split, report  # noqa: E402
 from catdog.io import write_bytes, write_json  # noqa: E402
 from catdog.models import build_model  # noqa: E402
 from catdog.paths import HISTORY_FILE, MODEL_FILE, TRAIN_METRICS  # noqa: E402
@@ -49,6 +49,7 @@ def main() -> None:
         mlflow.log_metrics({k: summary[k] for k in ("best_epoch", "best_val_accuracy", "train_seconds")})
         mlflow.log_artifact(str(MODEL_FILE), artifact_path="model")
         mlflow.log_artifact(str(HISTORY_FILE))
+        mlflow.log_dict(report(load_manifest()), "data_report.json")
     print(f"{name}: best val accuracy {best['val_accuracy']:.4f} at epoch {history.best_epoch}/{cfg['epochs']}, "
           f"{seconds:.1f} s on {device}")
 

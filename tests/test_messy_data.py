@@ -1,0 +1,116 @@
+"""prepare on a folder as messy as the Kaggle / PetImages sets: it never crashes, converts what it can, and
+reports every file it leaves out."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catdog.dataset import prepare
+from catdog.images import discover, load_rgb
+from conftest import ROOT, write_image
+
+
+def jpeg_bytes(colour=(200, 120, 40), size=(48, 32)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def messy(tmp_path):
+    root = tmp_path / "PetImages"
+    for i in range(12):  # enough good images of each class for a split
+        write_image(root / "Cat" / f"{i}.jpg", (70, 70, 70))
+        write_image(root / "Dog" / f"{i}.jpg", (190, 190, 190))
+    (root / "Cat" / "666.jpg").write_bytes(b"")                                  # zero bytes
+    (root / "Dog" / "11702.jpg").write_bytes(jpeg_bytes()[:300])                 # truncated JPEG
+    Image.new("RGB", (30, 30), "red").save(root / "Cat" / "really_png.jpg", format="PNG")
+    Image.new("L", (30, 30), 90).save(root / "Cat" / "grey.JPG")                 # greyscale, upper-case
+    Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(root / "Dog" / "cmyk.Jpeg")
+    palette = Image.new("P", (30, 30), 1)
+    palette.putpalette([0, 0, 0, 10, 200, 10] + [0] * 762)
+    palette.save(root / "Dog" / "anim.gif", transparency=0)
+    rgba = Image.new("RGBA", (30, 30), (0, 0, 255, 0))                           # fully transparent
+    rgba.save(root / "Dog" / "transparent.png")
+    (root / "Dog" / "Thumbs.db").write_bytes(b"\x00" * 64)                       # stray non-image files
+    (root / "Cat" / "notes.txt").write_text("not an image")
+    (root / "Cat" / ".DS_Store").write_bytes(b"\x00\x01")
+    (root / "Cat" / ".hidden.jpg").write_bytes(jpeg_bytes())
+    (root / "Dog" / "copy_of_0.jpg").write_bytes((root / "Dog" / "0.jpg").read_bytes())  # byte-identical
+    # 100 megapixels in a tiny file: past Pillow's limit, where Pillow itself only warns
+    Image.new("1", (10000, 10000)).save(root / "Dog" / "bomb.png")
+    return root
+
+
+def test_prepare_skips_reports_and_converts_without_crashing(messy, tmp_path):
+    files, labels, classes = discover(messy)
+    names = {f.name for f in files}
+    assert classes == ["Cat", "Dog"]
+    assert {"Thumbs.db", "notes.txt", ".DS_Store", ".hidden.jpg"}.isdisjoint(names)
+    manifest = prepare(files, labels, classes, messy, sizes=[16], val_fraction=0.2, test_fraction=0.2, seed=0,
+                       out_dir=tmp_path / "prepared", workers=2)
+    skipped = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
+    assert set(skipped) == {"Cat/666.jpg", "Dog/11702.jpg", "Dog/bomb.png"}
+    assert "DecompressionBomb" in skipped["Dog/bomb.png"] and "truncated" in skipped["Dog/11702.jpg"].lower()
+    assert manifest["duplicates"] == [{"file": "Dog/copy_of_0.jpg", "duplicate_of": "Dog/0.jpg"}]
+    used = [f for split in manifest["splits"].values() for f in split["files"]]
+    assert {"Cat/really_png.jpg", "Cat/grey.JPG", "Dog/cmyk.Jpeg", "Dog/anim.gif", "Dog/transparent.png"} <= set(used)
+    assert manifest["counts"] == {"found": len(files), "used": len(used), "skipped": 3, "duplicates": 1}
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: Image.new("L", (10, 10), 100).save(p, format="JPEG"), (100, 100, 100)),
+    (lambda p: Image.new("CMYK", (10, 10), (0, 0, 0, 0)).save(p, format="JPEG"), (255, 255, 255)),
+    (lambda p: Image.new("RGBA", (10, 10), (0, 0, 0, 0)).save(p, format="PNG"), (255, 255, 255)),  # white, not black
+    (lambda p: Image.fromarray(np.full((10, 10), 65535, dtype=np.uint16)).save(p, format="PNG"), (255, 255, 255)),
+])
+def test_every_mode_becomes_rgb(tmp_path, make, expected):
+    path = tmp_path / "image"
+    make(path)
+    arrays, _ = load_rgb(path, [4])
+    assert arrays[0].shape == (3, 4, 4)
+    assert np.abs(arrays[0].reshape(3, -1).mean(1) - expected).max() <= 2
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    tall = np.zeros((40, 20, 3), dtype=np.uint8)
+    tall[:20] = 255  # top half white as stored; rotated 90 degrees by EXIF it becomes a side half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(tall).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    array = load_rgb(tmp_path / "rotated.jpg", [8])[0][0][0]  # red channel, 8x8
+    assert array[:, 4:].mean() > 200 and array[:, :4].mean() < 50  # white half on the right, as displayed
+
+
+def run_prepare(tmp_path, images, **data):
+    params = {"seed": 0, "data": {"images": str(images), "sizes": [8], "val_fraction": 0.2, "test_fraction": 0.2,
+                                  **data}}
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    return subprocess.run([sys.executable, str(ROOT / "src/stages/prepare.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize("setup, data, message", [
+    (lambda root: None, {}, "is not a folder"),
+    (lambda root: root.mkdir(), {}, "0 class"),
+    (lambda root: write_image(root / "cat" / "1.jpg", (0, 0, 0)), {}, "needs exactly two"),
+    (lambda root: [(root / c).mkdir(parents=True) for c in ("cat", "dog")] and (root / "cat" / "1.jpg").write_bytes(b"")
+     or write_image(root / "dog" / "1.jpg", (9, 9, 9)), {}, "class 'cat' .* has no usable image"),
+    (lambda root: [write_image(root / c / f"{c}{i}.jpg", (i, i, i)) for c in ("cat", "dog") for i in range(3)], {},
+     "too few"),
+    (lambda root: None, {"val_fraction": 0.7, "test_fraction": 0.5}, "must each be in .0, 1. and sum to less than 1"),
+    (lambda root: None, {"sizes": [2]}, "data.sizes=.2. must be a list of square sizes"),
+])
+def test_unusable_data_is_one_line_and_a_non_zero_exit(tmp_path, setup, data, message):
+    images = tmp_path / "images"
+    setup(images)
+    result = run_prepare(tmp_path, images, **data)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("catdog: error: ") and __import__("re").search(message, last), result.stderr
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())  # nothing half-written
