@@ -76,7 +76,7 @@ def test_killed_training_leaves_no_output_and_marks_the_run_killed(prepared_repo
 @pytest.mark.slow
 @pytest.mark.parametrize("key, value, message", [
     ("models.deep.lr", -1, "catdog: error: models.deep.lr=-1 must be a positive number"),
-    ("model", "resnet9000", "catdog: error: model='resnet9000' is not an entry of `models`; valid: deep, "),
+    ("model", "resnet9000", "catdog: error: model='resnet9000' is not an entry of `models`; valid: cnn, deep, "),
     ("train.device", "tpu", "catdog: error: train.device='tpu' is unknown; valid: auto, cpu, cuda, mps"),
     ("data.test_fraction", 0.95, "catdog: error: data.val_fraction=0.1 and data.test_fraction=0.95 must each"),
 ])
