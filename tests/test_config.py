@@ -35,7 +35,7 @@ def test_unknown_model_lists_the_valid_ones():
     ("batch_size", -1, "models.logistic.batch_size=-1 must be a positive integer or 'full'"),
     ("epochs", 2.5, "models.logistic.epochs=2.5 must be a positive integer"),
     ("optimizer", "rmsprop", "optimizer='rmsprop' is unknown; valid: sgd, adam"),
-    ("input_size", 96, r"input_size=96 is not cached by prepare; use one of data.sizes=\[64, 128\]"),
+    ("input_size", 96, r"input_size=96 is not cached by prepare; use one of data.sizes=\[64, 128, 224\]"),
     ("arch", "transformer", "arch='transformer' is unknown"),
 ])
 def test_bad_model_values_are_named(key, value, message):

@@ -62,6 +62,10 @@ def check_data(params: dict) -> None:
 
     data = params["data"]
     check_fractions(data["val_fraction"], data["test_fraction"])
+    train_fraction = data.get("train_fraction", 1.0)
+    if not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
+        raise CatdogError(f"data.train_fraction={train_fraction!r} must be in (0, 1]: the share of the training "
+                          "split to train on")
     sizes = data["sizes"]
     if not (isinstance(sizes, list) and sizes and all(isinstance(s, int) and s >= 8 for s in sizes)):
         raise CatdogError(f"data.sizes={sizes!r} must be a list of square sizes in pixels, each >= 8, e.g. [64, 128]")

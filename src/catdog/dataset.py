@@ -11,7 +11,7 @@ import io
 import json
 import os
 from functools import partial
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,8 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         everything = {s: open_memmap(tmp / f"all{s}.npy", "w+", np.uint8, (len(files), 3, s, s)) for s in sizes}
         brightness = np.zeros(len(files), dtype=np.float32)
         usable, skipped, duplicates, first_of = [], [], [], {}
-        with Pool(workers) as pool:
+        # spawn, not fork: forking a process that already runs threads (torch's, in tests and notebooks) can hang
+        with get_context("spawn").Pool(workers) as pool:
             decoded = pool.imap(partial(_decode, sizes=sizes), files, chunksize=16)
             for i, (digest, result) in enumerate(tqdm(decoded, total=len(files), desc="decode", unit="img")):
                 if digest is None:
@@ -123,6 +124,18 @@ def report(manifest: dict) -> dict:
     """What prepare used and left out, with every skipped file and its reason: metrics/data_report.json."""
     return {**manifest["counts"], **{f"n_{split}": info["count"] for split, info in manifest["splits"].items()},
             "skipped_files": manifest["skipped"], "duplicate_files": manifest["duplicates"]}
+
+
+def train_subset(x: np.ndarray, y: np.ndarray, brightness: np.ndarray, fraction: float, seed: int):
+    """A stratified fraction of the training split (seed 004's small-data run); val and test stay as they are."""
+    if fraction == 1:
+        return x, y, brightness
+    try:
+        keep, _ = train_test_split(np.arange(len(y)), train_size=fraction, stratify=y, random_state=seed)
+    except ValueError as error:
+        raise CatdogError(f"data.train_fraction={fraction} leaves too few training images ({error})") from None
+    keep = np.sort(keep)
+    return x[keep], y[keep], brightness[keep]
 
 
 def load_manifest(prepared: Path = PREPARED_DIR) -> dict:

@@ -12,6 +12,7 @@ from catdog import CatdogError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Kaggle Dogs vs Cats names its files cat.123.jpg / dog.45.jpg: the label is the name up to the first separator.
 FLAT_LABEL = re.compile(r"^([A-Za-z]+)[._\- ]")
+DRAFT_SIDE = 512
 
 
 def _is_image(path: Path, root: Path) -> bool:
@@ -55,8 +56,9 @@ def load_rgb(path: Path, sizes: list[int]) -> tuple[list[np.ndarray], float]:
         # Past Image.MAX_IMAGE_PIXELS (about 89 megapixels) Pillow only warns; a decompression bomb is an error here.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:
-            # Decode JPEGs at a reduced scale when the file is much larger than needed: far faster, same result size.
-            img.draft("RGB", (max(sizes), max(sizes)))
+            # Decode big JPEGs at a reduced scale (still >= DRAFT_SIDE): far faster on multi-megapixel photos. A fixed
+            # side, not max(sizes), so that adding a size to data.sizes never changes the pixels of the others.
+            img.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
             img = ImageOps.exif_transpose(img)
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greyscale: rescale, do not clip
                 values = np.asarray(img, dtype=np.float64)

@@ -42,6 +42,29 @@ def convolutional(cfg: dict) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 1))
 
 
+class Pretrained(nn.Module):
+    """An ImageNet backbone (src/catdog/pretrained.py) and a new one-logit head. `freeze: true` trains the head
+    only: the backbone's weights and its batch-norm statistics stay as loaded."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        from catdog.pretrained import backbone  # late: torchvision is only needed by these models
+
+        self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"))
+        self.frozen = bool(cfg["freeze"])
+        self.backbone.requires_grad_(not self.frozen)
+        self.head = nn.Linear(width, 1)  # created after freezing, so it always trains
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
 class MultiTask(nn.Module):
     """Seed 004: a shared fully-connected trunk, head A for cat/dog (a logit), head B for brightness (in [0, 1])."""
 
@@ -63,6 +86,7 @@ class MultiTask(nn.Module):
 ARCHITECTURES = {
     "fc": fully_connected,     # logistic, shallow, deep, deeper, mlp
     "cnn": convolutional,      # convolutional, from scratch
+    "pretrained": Pretrained,  # ImageNet backbone (resnet18, mobilenet_v2), frozen or fine-tuned
     "multitask": MultiTask,    # classification + brightness regression
     "numpy": NumpyModel,       # the course's L-layer network by hand, no torch inside
 }

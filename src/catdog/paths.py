@@ -1,5 +1,6 @@
 """Where each stage reads and writes, relative to the repository root; dvc.yaml declares the same paths."""
 
+import os
 from pathlib import Path
 
 PARAMS_CHECKED = Path("data/params.ok")        # check: the other stages depend on it, so it runs first
@@ -14,3 +15,14 @@ TEST_METRICS = Path("metrics/test.json")       # evaluate
 PREDICTIONS_FILE = Path("plots/predictions.csv")  # evaluate: one row per test image (confusion plot data)
 CURVES_PNG = Path("plots/training_curves.png")    # plot
 CONFUSION_PNG = Path("plots/confusion_matrix.png")  # plot
+FEATURE_CACHE = Path(".cache/features")        # train: frozen-backbone features, content-addressed (not DVC's)
+
+
+def repo_root() -> Path:
+    """The repository the user works in, also for queued experiments, which DVC runs in .dvc/tmp/exps/<tmp>."""
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root

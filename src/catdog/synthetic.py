@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from multiprocessing import Pool
+from multiprocessing import get_context
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -246,7 +246,7 @@ def generate(out_dir: pathlib.Path, n_images: int, seed: int, workers: int = 1) 
     jobs = [(str(out_dir), seed, 0, i) for i in range(n_cat)]
     jobs += [(str(out_dir), seed, 1, i) for i in range(n_images - n_cat)]
     if workers > 1:
-        with Pool(workers) as pool:
+        with get_context("spawn").Pool(workers) as pool:  # fork can hang where threads already run
             pool.map(_write_one, jobs, chunksize=16)
     else:
         for job in jobs:

@@ -16,17 +16,7 @@ from mlflow.tracking import MlflowClient
 from catdog.io import write_json
 
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "catdog")
-from catdog.paths import RUN_FILE
-
-
-def repo_root() -> Path:
-    """The repository the user works in, also for queued experiments, which DVC runs in .dvc/tmp/exps/<tmp>."""
-    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-    parts = root.parts
-    for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return root
+from catdog.paths import RUN_FILE, repo_root
 
 
 def _store() -> tuple[str, str | None]:

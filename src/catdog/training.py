@@ -1,5 +1,7 @@
 """The training loop over cached uint8 tensors: seeded, best-on-validation, one callback per epoch."""
 
+import hashlib
+import math
 import os
 import random
 from typing import NamedTuple
@@ -10,6 +12,8 @@ from torch import nn
 from tqdm import tqdm
 
 from catdog import CatdogError
+from catdog.io import atomic_path
+from catdog.paths import FEATURE_CACHE, repo_root
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -32,8 +36,31 @@ def pick_device(name: str) -> torch.device:
 
 
 def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], as the seeds normalised."""
-    return batch.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    """uint8 images [0, 255] -> float [-1, 1], as the seeds normalised; float inputs (cached features) as they are."""
+    batch = batch.to(device, non_blocking=True)
+    return batch.float().div_(127.5).sub_(1.0) if batch.dtype == torch.uint8 else batch
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, crop_scale=(0.6, 1.0), crop_ratio=(3 / 4, 4 / 3),
+            hflip=True) -> torch.Tensor:
+    """Seeded random resized crop (area fraction in crop_scale, aspect ratio in crop_ratio) and horizontal flip
+    of uint8 images, each image drawn on its own, as torchvision's RandomResizedCrop and RandomHorizontalFlip."""
+    side = batch.shape[-1]
+    out = torch.empty_like(batch)
+    for i, image in enumerate(batch):
+        area, log_ratio = torch.empty(2).uniform_(0, 1, generator=generator).tolist()
+        area = crop_scale[0] + area * (crop_scale[1] - crop_scale[0])
+        ratio = math.exp(math.log(crop_ratio[0]) + log_ratio * math.log(crop_ratio[1] / crop_ratio[0]))
+        width = min(side, max(1, round(side * math.sqrt(area * ratio))))
+        height = min(side, max(1, round(side * math.sqrt(area / ratio))))
+        top = int(torch.randint(0, side - height + 1, (1,), generator=generator))
+        left = int(torch.randint(0, side - width + 1, (1,), generator=generator))
+        crop = image[None, :, top:top + height, left:left + width].float()
+        resized = nn.functional.interpolate(crop, size=(side, side), mode="bilinear", antialias=True)[0]
+        if hflip and torch.rand(1, generator=generator).item() < 0.5:
+            resized = resized.flip(-1)
+        out[i] = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 class Split(NamedTuple):
@@ -105,8 +132,11 @@ def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=
         model.fit(cfg, train, val, seed, history)
         return history
     model.to(device)
-    optimizer = OPTIMIZERS[cfg["optimizer"]](model.parameters(), lr=cfg["lr"])
+    if getattr(model, "frozen", False) and not cfg.get("augment"):
+        return _fit_head_on_features(model, cfg, train, val, device, seed, on_epoch)
+    optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])
     order = torch.Generator().manual_seed(seed)  # batch order depends on the seed alone, not on the device
+    augmentation = torch.Generator().manual_seed(seed + 1)
     step = batch_rows(cfg["batch_size"], len(train.x))
     epochs = tqdm(range(1, cfg["epochs"] + 1), desc="epochs", unit="epoch")
     for epoch in epochs:
@@ -115,7 +145,10 @@ def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=
         permutation = torch.randperm(len(train.x), generator=order)
         for i in tqdm(range(0, len(train.x), step), desc=f"epoch {epoch}", unit="batch", leave=False):
             index = permutation[i:i + step]
-            outputs = model(to_input(train.x[index], device))
+            images = train.x[index]
+            if cfg.get("augment"):
+                images = augment(images, augmentation, **cfg["augment"])
+            outputs = model(to_input(images, device))
             y = train.y[index].to(device)
             batch = losses(outputs, y, train.brightness[index].to(device), cfg)
             optimizer.zero_grad(set_to_none=True)
@@ -128,3 +161,37 @@ def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=
         history.add(epoch, train_scores, score(predict(model, val.x, cfg["batch_size"], device), val, cfg), model)
         epochs.set_postfix(loss=f"{train_scores['loss']:.4f}", val_acc=f"{history.rows[-1]['val_accuracy']:.3f}")
     return history
+
+
+def _fit_head_on_features(model, cfg, train: Split, val: Split, device, seed: int, on_epoch) -> History:
+    """A frozen backbone gives the same features every epoch: compute them once (cached on disk, keyed by the
+    weights and the images) and train the head alone on them; the History still holds the whole model's state."""
+    train_features, val_features = (Split(backbone_features(model.backbone, split.x, device), split.y,
+                                          split.brightness) for split in (train, val))
+    history = fit(model.head, cfg, train_features, val_features, device, seed, on_epoch)
+    backbone = {f"backbone.{k}": v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
+    history.best_state = {**backbone, **{f"head.{k}": v for k, v in history.best_state.items()}}
+    return history
+
+
+def _digest(*arrays) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:32]
+
+
+@torch.no_grad()
+def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: int = 64) -> torch.Tensor:
+    """The backbone's features of every image, computed once per (weights, images) and then read from disk."""
+    key = _digest(*(v.cpu().numpy() for v in backbone.state_dict().values()), x.numpy())
+    path = repo_root() / FEATURE_CACHE / f"{key}.npy"  # the repository's cache, shared by queued experiments
+    if path.exists():
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    backbone.to(device).eval()
+    features = torch.cat([backbone(to_input(x[i:i + batch_size], device)).float().cpu()
+                          for i in tqdm(range(0, len(x), batch_size), desc="backbone features", unit="batch")])
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, features.numpy(), allow_pickle=False)
+    return features

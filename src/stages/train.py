@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from catdog import cli  # noqa: E402
 from catdog.config import device_name, flat, load_params, model_config  # noqa: E402
-from catdog.dataset import load_manifest, load_split, report  # noqa: E402
+from catdog.dataset import load_manifest, load_split, report, train_subset  # noqa: E402
 from catdog.io import write_bytes, write_json  # noqa: E402
 from catdog.models import build_model  # noqa: E402
 from catdog.paths import HISTORY_FILE, MODEL_FILE, TRAIN_METRICS  # noqa: E402
@@ -25,7 +25,8 @@ def main() -> None:
     name, cfg = model_config(params)
     device = pick_device(device_name(params))
     seed_everything(params["seed"])
-    train = as_tensors(*load_split("train", cfg["input_size"]))
+    fraction = params["data"].get("train_fraction", 1.0)
+    train = as_tensors(*train_subset(*load_split("train", cfg["input_size"]), fraction, params["seed"]))
     val = as_tensors(*load_split("val", cfg["input_size"]))
     model = build_model(cfg, name)
     hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), **flat(cfg),
