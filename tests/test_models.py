@@ -18,8 +18,15 @@ def resnet18_weights_offline(tmp_path_factory):
     """torchvision's ResNet18 ImageNet file cannot be had offline: these tests use a random one in its place."""
     import torchvision
 
+    torch.manual_seed(0)
+    network = torchvision.models.resnet18()
+    for module in network.modules():  # batch-norm statistics of real activations, as trained weights have
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None
+    with torch.no_grad():
+        network(torch.rand(16, 3, 64, 64) * 2 - 1)
     path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
-    torch.save(torchvision.models.resnet18().state_dict(), path)
+    torch.save(network.state_dict(), path)
     for cfg in MODELS.values():
         if cfg.get("backbone") == "resnet18":
             cfg["weights_file"] = str(path)
