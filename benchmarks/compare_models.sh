@@ -14,5 +14,5 @@ for model in $models; do
     dvc exp run --queue -n "$name" -S "model=$model" ${EXTRA:-} >/dev/null
 done
 dvc exp run --run-all -j 1 >/dev/null || echo "some experiments failed: dvc queue logs <name> says why" >&2
-dvc exp show --no-pager --md --hide-workspace --keep '^(Experiment|model|accuracy|brightness_mae|best_val_accuracy|best_epoch|train_seconds)$' --drop '.*' \
+dvc exp show --no-pager --md -A --hide-workspace --keep '^(Experiment|model|accuracy|brightness_mae|best_val_accuracy|best_epoch|train_seconds)$' --drop '.*' \
     | grep -E '^\|(-| Experiment)|bench-'

@@ -91,6 +91,7 @@ def test_multitask_history_carries_both_losses():
     ({"arch": "multitask", "loss_weights": {"classification": 1}}, "loss_weights=.* must map classification"),
     ({"arch": "numpy", "activations": ["relu", "softmax"]}, "models.bad cannot be built: .*activation"),
     ({"arch": "cnn", "channels": [8, 8, 8, 8], "input_size": 8}, "input_size=8 is too small for 4 pooling blocks"),
+    ({**MODELS["mobilenet_v2_frozen"], "input_size": 16}, "input_size=16 is too small for mobilenet_v2"),
 ])
 def test_a_model_that_cannot_be_built_is_one_clear_line(changes, message):
     with pytest.raises(CatdogError, match=message):

@@ -50,6 +50,8 @@ class Pretrained(nn.Module):
         super().__init__()
         from catdog.pretrained import backbone  # late: torchvision is only needed by these models
 
+        if cfg["input_size"] < 32:  # both backbones downsample 32 times
+            raise ValueError(f"input_size={cfg['input_size']} is too small for {cfg['backbone']}: use at least 32")
         self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"))
         self.frozen = bool(cfg["freeze"])
         self.backbone.requires_grad_(not self.frozen)
