@@ -8,15 +8,14 @@ import contextlib
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
 from catdog.io import write_json
+from catdog.paths import RUN_FILE, repo_root
 
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "catdog")
-from catdog.paths import RUN_FILE, repo_root
 
 
 def _store() -> tuple[str, str | None]:
