@@ -124,15 +124,17 @@ class History:
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=lambda row: None) -> History:
+def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=lambda row: None,
+        cache_features: bool = True) -> History:
     """Train for cfg['epochs'] and return the History. A model that is not a torch module (the NumPy network)
-    trains itself through its own `fit` with the same arguments and History."""
+    trains itself through its own `fit` with the same arguments and History. cache_features=False runs a frozen
+    backbone on every batch (the naive loop, for benchmarks/frozen_features.py)."""
     history = History(on_epoch)
     if not isinstance(model, nn.Module):
         model.fit(cfg, train, val, seed, history)
         return history
     model.to(device)
-    if getattr(model, "frozen", False) and not cfg.get("augment"):
+    if cache_features and getattr(model, "frozen", False) and not cfg.get("augment"):
         return _fit_head_on_features(model, cfg, train, val, device, seed, on_epoch)
     optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])
     order = torch.Generator().manual_seed(seed)  # batch order depends on the seed alone, not on the device

@@ -1,0 +1,28 @@
+"""`catdog <command>` (or `python -m catdog <command>`): the project's commands beside the DVC stages.
+
+    catdog predict IMAGE|FOLDER ...    classify your own photos with a trained model
+    catdog leaderboard                 every experiment's test accuracy as a Markdown table + overlaid curves
+    catdog best --sweep NAME           the grid point with the best validation accuracy, and its test accuracy
+"""
+
+import importlib
+import sys
+
+from catdog import cli
+
+COMMANDS = {"predict": "catdog.predict", "leaderboard": "catdog.leaderboard", "best": "catdog.sweep"}
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if not argv or argv[0] not in COMMANDS:
+        sys.exit(f"usage: catdog {{{','.join(COMMANDS)}}} ...  (catdog <command> --help for its options)")
+    module = importlib.import_module(COMMANDS[argv[0]])
+    cli.run(lambda: module.main(argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
