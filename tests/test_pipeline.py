@@ -25,11 +25,18 @@ def test_repro_then_experiments_are_all_tracked(tmp_path):
     metrics = json.loads((repo / "metrics/test.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n_test"} <= set(metrics)
     assert metrics["n_test"] == 4 and 0 <= metrics["accuracy"] <= 1
+    assert all(0 <= metrics[k] <= 1 for k in ("brier", "ece", "near_threshold"))
     history = (repo / "plots/history.csv").read_text().splitlines()
     assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy" and len(history) == 3
-    for png in ("plots/training_curves.png", "plots/confusion_matrix.png"):
+    pngs = {"plots/training_curves.png", "plots/confusion_matrix.png", "plots/misclassified.png",
+            "plots/probability_histogram.png", "plots/calibration.png"}
+    for png in pngs:
         assert (repo / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Confusion matrix" in run(["dvc", "plots", "show", "--json"], repo).stdout
+    calibration = (repo / "plots/calibration.csv").read_text().splitlines()
+    assert calibration[0] == "bin_low,bin_high,mean_predicted_probability,fraction_of_positives,count"
+    assert sum(int(line.rsplit(",", 1)[1]) for line in calibration[1:]) == 4
+    shown = run(["dvc", "plots", "show", "--json"], repo).stdout
+    assert "Confusion matrix" in shown and "Calibration (test)" in shown
     assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
 
     client, runs = runs_by_model(repo)
@@ -38,10 +45,11 @@ def test_repro_then_experiments_are_all_tracked(tmp_path):
     assert logistic.data.params["lr"] == "0.01" and logistic.data.params["optimizer"] == "sgd"
     assert [m.step for m in client.get_metric_history(logistic.info.run_id, "val_accuracy")] == [1, 2]
     assert logistic.data.metrics["test_accuracy"] == metrics["accuracy"]
+    assert logistic.data.metrics["test_ece"] == metrics["ece"]
     head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     assert logistic.data.tags["git_commit"] == head
     artifacts = {a.path for a in client.list_artifacts(logistic.info.run_id, "plots")}
-    assert artifacts == {"plots/training_curves.png", "plots/confusion_matrix.png"}
+    assert artifacts == pngs
     assert [a.path for a in client.list_artifacts(logistic.info.run_id, "model")] == ["model/model.pt"]
 
     # Switching models trains again without preparing the data again.

@@ -1,6 +1,7 @@
 """What every stage entry point shares: one clear line and a non-zero exit for problems the user can fix, and
 the same clean-up for SIGTERM (how dvc, schedulers and `kill` stop a process) as for Ctrl-C."""
 
+import os
 import signal
 import sys
 
@@ -17,6 +18,9 @@ def run(main) -> None:
         main()
     except CatdogError as error:
         sys.exit(f"catdog: error: {error}")
+    except BrokenPipeError:  # `catdog predict FOLDER | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's recipe: no flush error at exit
+        sys.exit(0)
     except KeyboardInterrupt:
         # The atomic writes have removed their temporary files: no output is left half-written.
         print("catdog: interrupted; outputs of this stage were not written", file=sys.stderr)

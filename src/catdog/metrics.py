@@ -1,8 +1,49 @@
 """Test-set metrics of a binary classifier from its logits (positive class: index 1, `dog` by default)."""
 
+import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from torch.nn.functional import binary_cross_entropy_with_logits
+
+CALIBRATION_BINS = 10
+# Predictions this close to the 0.5 threshold flip with a small change of the weights: a model whose loss falls
+# while its accuracy stalls is often only pushing many of them a little towards the right side.
+NEAR_THRESHOLD = (0.4, 0.6)
+
+
+def near_threshold_count(probability) -> int:
+    low, high = NEAR_THRESHOLD
+    probability = np.asarray(probability)
+    return int(((probability >= low) & (probability <= high)).sum())
+
+
+def calibration_bins(probability, truth, n_bins: int = CALIBRATION_BINS) -> list[dict]:
+    """The reliability diagram's points, one per non-empty equal-width bin of the predicted probability.
+
+    Bins are assigned exactly as sklearn.calibration.calibration_curve(strategy="uniform") does (a value on an
+    edge belongs to the lower bin), so its curve and these points agree; the count per bin comes with them.
+    """
+    probability, truth = np.asarray(probability, dtype=float), np.asarray(truth, dtype=float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bin_of = np.searchsorted(edges[1:-1], probability)
+    count = np.bincount(bin_of, minlength=n_bins)
+    probability_sum = np.bincount(bin_of, weights=probability, minlength=n_bins)
+    positive_sum = np.bincount(bin_of, weights=truth, minlength=n_bins)
+    return [{"bin_low": round(float(edges[b]), 6), "bin_high": round(float(edges[b + 1]), 6),
+             "mean_predicted_probability": float(probability_sum[b] / count[b]),
+             "fraction_of_positives": float(positive_sum[b] / count[b]), "count": int(count[b])}
+            for b in np.flatnonzero(count)]
+
+
+def expected_calibration_error(probability, truth, n_bins: int = CALIBRATION_BINS) -> float:
+    """Gap between mean P(positive) and the fraction of positives in each bin, weighted by the bin's count."""
+    bins = calibration_bins(probability, truth, n_bins)
+    total = sum(b["count"] for b in bins)
+    return sum(b["count"] * abs(b["mean_predicted_probability"] - b["fraction_of_positives"]) for b in bins) / total
+
+
+def brier_score(probability, truth) -> float:
+    return float(np.mean((np.asarray(probability, dtype=float) - np.asarray(truth, dtype=float)) ** 2))
 
 
 def binary_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
@@ -16,6 +57,9 @@ def binary_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
         "f1": f1_score(truth, predicted, zero_division=0),
         "roc_auc": roc_auc_score(truth, probabilities) if both_classes else None,  # undefined with one class
         "loss": binary_cross_entropy_with_logits(logits, y).item(),
+        "brier": brier_score(probabilities, truth),
+        "ece": expected_calibration_error(probabilities, truth),
+        "near_threshold": near_threshold_count(probabilities) / len(truth),
     }
     metrics = {k: None if v is None else round(float(v), 6) for k, v in metrics.items()}
     return {**metrics, "n_test": len(truth)}

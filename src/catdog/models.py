@@ -44,15 +44,16 @@ def convolutional(cfg: dict) -> nn.Module:
 
 class Pretrained(nn.Module):
     """An ImageNet backbone (src/catdog/pretrained.py) and a new one-logit head. `freeze: true` trains the head
-    only: the backbone's weights and its batch-norm statistics stay as loaded."""
+    only: the backbone's weights and its batch-norm statistics stay as loaded. load_weights=False skips loading
+    the ImageNet weights (pretrained.backbone), for a checkpoint that holds them all."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, load_weights: bool = True):
         super().__init__()
         from catdog.pretrained import backbone  # late: torchvision is only needed by these models
 
         if cfg["input_size"] < 32:  # both backbones downsample 32 times
             raise ValueError(f"input_size={cfg['input_size']} is too small for {cfg['backbone']}: use at least 32")
-        self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"))
+        self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"), load_weights)
         self.frozen = bool(cfg["freeze"])
         self.backbone.requires_grad_(not self.frozen)
         self.head = nn.Linear(width, 1)  # created after freezing, so it always trains
@@ -94,8 +95,12 @@ ARCHITECTURES = {
 }
 
 
-def build_model(cfg: dict, name: str = "model"):
+def build_model(cfg: dict, name: str = "model", load_weights: bool = True):
+    """The model of a `models` entry. load_weights=False builds a pretrained model without its ImageNet weights:
+    enough to load a checkpoint, whose state_dict replaces every weight, and it works offline."""
     try:
+        if cfg["arch"] == "pretrained":
+            return Pretrained(cfg, load_weights)
         return ARCHITECTURES[cfg["arch"]](cfg)
     except (KeyError, ValueError) as error:  # a builder's word on a bad or missing knob, as one line
         raise CatdogError(f"models.{name} cannot be built: {error}") from None

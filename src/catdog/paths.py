@@ -15,6 +15,10 @@ TEST_METRICS = Path("metrics/test.json")       # evaluate
 PREDICTIONS_FILE = Path("plots/predictions.csv")  # evaluate: one row per test image (confusion plot data)
 CURVES_PNG = Path("plots/training_curves.png")    # plot
 CONFUSION_PNG = Path("plots/confusion_matrix.png")  # plot
+MISCLASSIFIED_PNG = Path("plots/misclassified.png")  # plot: the most confidently wrong test images
+HISTOGRAM_PNG = Path("plots/probability_histogram.png")  # plot: P(dog) per true class, the band near 0.5
+CALIBRATION_PNG = Path("plots/calibration.png")  # plot: reliability diagram
+CALIBRATION_FILE = Path("plots/calibration.csv")  # plot: its points, one row per non-empty bin (DVC plot data)
 FEATURE_CACHE = Path(".cache/features")        # train: frozen-backbone features, content-addressed (not DVC's)
 
 

@@ -128,15 +128,20 @@ def _resnet18_state(weights_file, name: str) -> dict:
     return _load(path, "ResNet18")
 
 
-def backbone(name: str, weights_file: str | None = None) -> tuple[nn.Module, int]:
-    """An ImageNet-pretrained feature extractor for [-1, 1] images and the size of its feature vector."""
+def backbone(name: str, weights_file: str | None = None, load_weights: bool = True) -> tuple[nn.Module, int]:
+    """An ImageNet-pretrained feature extractor for [-1, 1] images and the size of its feature vector.
+
+    load_weights=False gives the same modules randomly initialised, for a checkpoint's state_dict to fill: no
+    weights file is read, so a trained model loads offline even where ResNet18's ImageNet file is missing."""
     if name == "mobilenet_v2":
-        features = nn.Sequential(_mobilenet_v2(weights_file), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        net = _mobilenet_v2(weights_file) if load_weights else torchvision.models.mobilenet_v2().features
+        features = nn.Sequential(net, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         return nn.Sequential(ImageNetInput(), features), 1280
     if name == "resnet18":
         net = torchvision.models.resnet18()
-        state = {k: v for k, v in _resnet18_state(weights_file, name).items() if not k.startswith("fc.")}
         net.fc = nn.Identity()  # after the global average pool + flatten, leaving the 512 features
-        _load_into(net, state, weights_file or resnet18_weights_path(), "resnet18()")
+        if load_weights:
+            state = {k: v for k, v in _resnet18_state(weights_file, name).items() if not k.startswith("fc.")}
+            _load_into(net, state, weights_file or resnet18_weights_path(), "resnet18()")
         return nn.Sequential(ImageNetInput(), net), 512
     raise ValueError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")

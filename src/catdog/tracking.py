@@ -10,6 +10,7 @@ import os
 import subprocess
 
 import mlflow
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from catdog.io import write_json
@@ -30,13 +31,18 @@ def _store() -> tuple[str, str | None]:
 def _experiment_id() -> str:
     uri, artifact_location = _store()
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
-    # The tag makes the MLflow 3 UI open this experiment on its training runs, not on the GenAI overview.
-    return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
-                                    tags={"mlflow.experimentKind": "custom_model_development"})
+    # Parallel queued experiments (`dvc queue start -j 2`) may both find no store yet: creating the SQLite tables
+    # and the experiment twice at once fails, so one process at a time does it (later writes wait on SQLite's own
+    # lock, for which MLflow sets a 20 s busy timeout).
+    lock = FileLock(f"{repo_root() / 'mlflow.db'}.lock") if artifact_location else contextlib.nullcontext()
+    with lock:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
+        # The tag makes the MLflow 3 UI open this experiment on its training runs, not on the GenAI overview.
+        return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def _git_commit() -> str:
@@ -55,12 +61,15 @@ def _marked_killed_on_interrupt():
 
 
 @contextlib.contextmanager
-def training_run(model_name: str, params: dict):
-    """A new run tagged with the model, the git commit and the DVC experiment; its id goes to RUN_FILE."""
+def training_run(model_name: str, params: dict, sweep: str = ""):
+    """A new run tagged with the model, the git commit, the DVC experiment and the sweep (train.sweep, so that
+    the MLflow UI filters a grid search with `tags.sweep = '...'`); its id goes to RUN_FILE."""
     experiment_name = os.environ.get("DVC_EXP_NAME", "")
     commit = _git_commit()
     tags = {"model": model_name, "git_commit": commit, "mlflow.source.git.commit": commit,
             "dvc_exp_name": experiment_name, "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
+    if sweep:
+        tags["sweep"] = sweep
     with mlflow.start_run(experiment_id=_experiment_id(), run_name=experiment_name or model_name, tags=tags) as run, \
             _marked_killed_on_interrupt():
         mlflow.log_params(params)

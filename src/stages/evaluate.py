@@ -24,7 +24,7 @@ def main() -> None:
     device = pick_device(device_name(load_params()))
     checkpoint = torch.load(MODEL_FILE, map_location="cpu", weights_only=True)
     cfg, classes = checkpoint["config"], checkpoint["classes"]
-    model = build_model(cfg)
+    model = build_model(cfg, load_weights=False)  # the checkpoint holds every weight, pretrained ones included
     model.load_state_dict(checkpoint["state_dict"])
     test = as_tensors(*load_split("test", cfg["input_size"]))
     outputs = predict(model.to(device), test.x, cfg["batch_size"], device)

@@ -31,7 +31,7 @@ def main() -> None:
     model = build_model(cfg, name)
     hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), **flat(cfg),
                        **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x)}
-    with training_run(name, hyperparameters):
+    with training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")):
         start = time.perf_counter()
         log_epoch = lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
         history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch)

@@ -1,0 +1,147 @@
+"""`catdog predict IMAGE|FOLDER ...`: classify your own images with a trained model, each decoded, converted and
+resized exactly as `prepare` does for training (images.load_rgb), then scaled as in training (training.to_input)."""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from catdog import CatdogError
+from catdog.config import DEVICES
+from catdog.images import _is_image, load_rgb
+from catdog.models import build_model
+from catdog.paths import MODEL_FILE, repo_root
+from catdog.training import pick_device, predict
+
+RUN_ARTIFACT = "model/model.pt"  # where src/stages/train.py logs the checkpoint in its MLflow run
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="catdog predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, metavar="IMAGE|FOLDER",
+                        help="image files, or folders searched recursively (hidden files and folders skipped)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", type=Path, metavar="PATH",
+                        help=f"a checkpoint file (default: {MODEL_FILE} of this repository)")
+    source.add_argument("--run-id", metavar="ID", help=f"the checkpoint this MLflow run logged ({RUN_ARTIFACT})")
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--batch-size", type=int, default=64, help="images decoded and classified at once")
+    return parser.parse_args(argv)
+
+
+def read_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise CatdogError(f"no checkpoint at {path}: train one with `dvc repro`, or pass --model PATH or --run-id ID")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: one line, not a pickle traceback
+        raise CatdogError(f"cannot read the checkpoint {path} ({type(error).__name__}: {error})") from None
+    if not (isinstance(checkpoint, dict) and {"model", "config", "classes", "state_dict"} <= checkpoint.keys()):
+        raise CatdogError(f"{path} is not a catdog checkpoint (one that src/stages/train.py writes)")
+    return checkpoint
+
+
+def run_checkpoint(run_id: str) -> dict:
+    """The checkpoint an MLflow run logged, from the store the pipeline logs to."""
+    from mlflow.exceptions import MlflowException  # late: mlflow takes seconds to import
+    from mlflow.tracking import MlflowClient
+
+    from catdog.tracking import _store
+
+    uri, _ = _store()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        # MLflow would create an empty store there and then not find the run
+        raise CatdogError(f"no MLflow store at {uri}: run from the repository root, or set MLFLOW_TRACKING_URI")
+    client = MlflowClient(uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        raise CatdogError(f"cannot find MLflow run {run_id} in {uri}: {error.message.splitlines()[0]}") from None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar on stderr
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, RUN_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            raise CatdogError(f"MLflow run {run_id} has no artifact {RUN_ARTIFACT}: "
+                              "it is not a training run, or it did not finish") from None
+        return read_checkpoint(Path(path))
+
+
+def list_inputs(paths: list[Path]) -> list[tuple[Path, str | None]]:
+    """(file, None) per image to classify and (path, reason) per path that gives none, in the order given; a
+    folder gives its images sorted, skipping hidden files and folders as prepare does."""
+    items = []
+    for path in paths:
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if _is_image(p, path))
+            items += [(p, None) for p in images] or [(path, "no image files in this folder")]
+        else:
+            items.append((path, None if path.exists() else "no such file or folder"))
+    return items
+
+
+def classify(model, items, checkpoint: dict, device, batch_size: int) -> list[dict]:
+    """One row per item: file, label, its probability and each class's, or file and error."""
+    classes, size = checkpoint["classes"], checkpoint["config"]["input_size"]
+    rows, arrays = [], []
+    for path, error in items:
+        if error is None:
+            try:
+                arrays.append(load_rgb(path, [size])[0][0])
+            except Exception as e:  # any unreadable file is reported, never fatal, as in prepare
+                error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        rows.append({"file": str(path)} | ({"error": error} if error else {}))
+    if arrays:
+        outputs = predict(model, torch.from_numpy(np.stack(arrays)), batch_size, device)
+        for row, output in zip([r for r in rows if "error" not in r], outputs):
+            p = torch.sigmoid(output[0]).item()  # P(classes[1]); > 0.5 picks it, as in evaluate
+            row.update(label=classes[int(p > 0.5)], probability=round(max(p, 1 - p), 6),
+                       probabilities={classes[0]: round(1 - p, 6), classes[1]: round(p, 6)})
+            if len(output) > 1:  # a multi-task model also predicts the image's brightness
+                row["brightness"] = round(output[1].item(), 6)
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    if args.batch_size < 1:
+        raise CatdogError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.run_id:
+        checkpoint = run_checkpoint(args.run_id)
+    else:
+        checkpoint = read_checkpoint(args.model or repo_root() / MODEL_FILE)
+    try:
+        device = pick_device(args.device)
+    except CatdogError:
+        raise CatdogError(f"--device {args.device}: no such device here; use auto or cpu") from None
+    # The checkpoint holds every weight: a pretrained backbone need not load (or find) its ImageNet file first.
+    model = build_model(checkpoint["config"], checkpoint["model"], load_weights=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.to(device)
+
+    items = list_inputs(args.paths)
+    name_width = max(len(str(path)) for path, _ in items)
+    label_width = max(len(c) for c in checkpoint["classes"])
+    rows = []
+    # Decode and classify a batch at a time: memory stays bounded however big the folder.
+    with tqdm(total=len(items), unit="image", disable=None) as bar:  # None: shown only when stderr is a terminal
+        for start in range(0, len(items), args.batch_size):
+            for row in classify(model, items[start:start + args.batch_size], checkpoint, device, args.batch_size):
+                rows.append(row)
+                if "error" in row:
+                    tqdm.write(f"catdog: error: {row['file']}: {row['error']}", file=sys.stderr)
+                elif not args.json:
+                    tqdm.write(f"{row['file']:<{name_width}}  {row['label']:<{label_width}}  "
+                               f"{row['probability']:.4f}", file=sys.stdout)
+                bar.update()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    if any("error" in row for row in rows):
+        sys.exit(1)
