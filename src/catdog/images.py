@@ -15,7 +15,7 @@ FLAT_LABEL = re.compile(r"^([A-Za-z]+)[._\- ]")
 DRAFT_SIDE = 512
 
 
-def _is_image(path: Path, root: Path) -> bool:
+def is_image(path: Path, root: Path) -> bool:
     """An image file by extension, not hidden and not inside a hidden folder (.DS_Store, .ipynb_checkpoints/)."""
     hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
     return not hidden and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
@@ -33,11 +33,11 @@ def discover(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     pairs = []
     if subdirs:
         for d in subdirs:
-            pairs += [(p, d.name) for p in sorted(d.rglob("*")) if _is_image(p, folder)]
+            pairs += [(p, d.name) for p in sorted(d.rglob("*")) if is_image(p, folder)]
     else:
         for p in sorted(folder.iterdir()):
             match = FLAT_LABEL.match(p.name)
-            if _is_image(p, folder) and match:
+            if is_image(p, folder) and match:
                 pairs.append((p, match.group(1).lower()))
     classes = sorted({label for _, label in pairs})
     if len(classes) != 2:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from catdog import CatdogError
 from catdog.config import DEVICES
-from catdog.images import _is_image, load_rgb
+from catdog.images import is_image, load_rgb
 from catdog.models import build_model
 from catdog.paths import MODEL_FILE, repo_root
 from catdog.training import pick_device, predict
@@ -53,9 +53,9 @@ def run_checkpoint(run_id: str) -> dict:
     from mlflow.exceptions import MlflowException  # late: mlflow takes seconds to import
     from mlflow.tracking import MlflowClient
 
-    from catdog.tracking import _store
+    from catdog.tracking import store
 
-    uri, _ = _store()
+    uri, _ = store()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # MLflow would create an empty store there and then not find the run
         raise CatdogError(f"no MLflow store at {uri}: run from the repository root, or set MLFLOW_TRACKING_URI")
@@ -80,7 +80,7 @@ def list_inputs(paths: list[Path]) -> list[tuple[Path, str | None]]:
     items = []
     for path in paths:
         if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if _is_image(p, path))
+            images = sorted(p for p in path.rglob("*") if is_image(p, path))
             items += [(p, None) for p in images] or [(path, "no image files in this folder")]
         else:
             items.append((path, None if path.exists() else "no such file or folder"))

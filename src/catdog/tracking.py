@@ -19,7 +19,7 @@ from catdog.paths import RUN_FILE, repo_root
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "catdog")
 
 
-def _store() -> tuple[str, str | None]:
+def store() -> tuple[str, str | None]:
     """(tracking URI, artifact location for a new experiment): the user's MLFLOW_TRACKING_URI, else the repo's."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -29,7 +29,7 @@ def _store() -> tuple[str, str | None]:
 
 
 def _experiment_id() -> str:
-    uri, artifact_location = _store()
+    uri, artifact_location = store()
     mlflow.set_tracking_uri(uri)
     # Parallel queued experiments (`dvc queue start -j 2`) may both find no store yet: creating the SQLite tables
     # and the experiment twice at once fails, so one process at a time does it (later writes wait on SQLite's own
@@ -40,7 +40,8 @@ def _experiment_id() -> str:
         experiment = client.get_experiment_by_name(EXPERIMENT)
         if experiment is not None:
             return experiment.experiment_id
-        # The tag makes the MLflow 3 UI open this experiment on its training runs, not on the GenAI overview.
+        # MLflow 3's experiment kind: model training, not GenAI (the 3.17 UI may still open on its GenAI view,
+        # README says where to click).
         return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
                                         tags={"mlflow.experimentKind": "custom_model_development"})
 
@@ -81,7 +82,7 @@ def training_run(model_name: str, params: dict, sweep: str = ""):
 def resumed_run():
     """The run that trained the current model, reopened; None (with a warning) if the store does not hold it."""
     run_id = json.loads(RUN_FILE.read_text())["run_id"]
-    uri, _ = _store()
+    uri, _ = store()
     mlflow.set_tracking_uri(uri)
     try:
         MlflowClient().get_run(run_id)
