@@ -78,6 +78,16 @@ def device_name(params: dict) -> str:
     return device
 
 
+def processes(params: dict, name: str, cfg: dict) -> int:
+    """train.processes: how many processes train the model together (torchrun, DistributedDataParallel)."""
+    n = params.get("train", {}).get("processes", 1)
+    if not (isinstance(n, int) and n >= 1):
+        raise CatdogError(f"train.processes={n!r} must be a positive integer")
+    if n > 1 and cfg["arch"] == "numpy":
+        raise CatdogError(f"models.{name} (arch numpy) trains in NumPy, in one process: set train.processes: 1")
+    return n
+
+
 def flat(params: dict, prefix: str = "") -> dict:
     """{'a': {'b': 1}} -> {'a.b': 1}: how hyperparameters are logged to MLflow."""
     out = {}

@@ -38,21 +38,30 @@ class Experiment:
                 and (key.startswith(prefix) or not key.startswith("models."))}
 
 
-def _dvc_exp_show(all_commits: bool) -> list:
-    command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
-    result = subprocess.run(command, cwd=repo_root(), capture_output=True, text=True)
+def _dvc(*args: str) -> str:
+    result = subprocess.run(["dvc", *args], cwd=repo_root(), capture_output=True, text=True)
     if result.returncode != 0:
-        raise CatdogError(f"`{' '.join(command)}` failed: {result.stderr.strip().splitlines()[-1:]}")
-    return json.loads(result.stdout or "[]")
+        raise CatdogError(f"`dvc {' '.join(args)}` failed: {' '.join(result.stderr.strip().splitlines()[-1:])}")
+    return result.stdout
+
+
+def _dvc_exp_show(all_commits: bool) -> list:
+    if not all_commits:
+        return json.loads(_dvc("exp", "show", "--json") or "[]")
+    # `exp show -A` reads every commit of the history; only those that have experiments matter (`exp list -A`
+    # prints each as "<sha>:" above its experiments), which makes it several times faster.
+    commits = [line[:-1] for line in _dvc("exp", "list", "--all-commits").splitlines() if line.endswith(":")]
+    revs = [arg for commit in commits for arg in ("--rev", commit)]
+    return json.loads(_dvc("exp", "show", "--json", *revs) or "[]") if commits else []
 
 
 def _file(data: dict, group: str, path) -> dict:
     return (data.get(group) or {}).get(str(path), {}).get("data") or {}
 
 
-def finished(all_commits: bool = False) -> tuple[list[Experiment], list[str]]:
-    """(experiments that finished with test metrics, names of those that did not: queued, running or failed).
-    Only the experiments of the current commit unless all_commits."""
+def finished(all_commits: bool = False) -> tuple[list[Experiment], list[Experiment]]:
+    """(experiments that finished with test metrics, those that did not: queued, running or failed, named with
+    their state, "cnn-try (failed)"). Only the experiments of the current commit unless all_commits."""
     done, not_done = [], []
     for commit in _dvc_exp_show(all_commits):
         if commit["rev"] == "workspace":
@@ -62,12 +71,11 @@ def finished(all_commits: bool = False) -> tuple[list[Experiment], list[str]]:
             latest = experiment["revs"][0]
             data, state = latest.get("data") or {}, (experiment.get("executor") or {}).get("state", "success")
             test = _file(data, "metrics", TEST_METRICS)
-            if state != "success" or not test or latest.get("error"):
-                not_done.append(f"{experiment['name']} ({state})")  # a running one shows its baseline's metrics
+            name, params = experiment["name"] or latest["rev"][:7], flat(_file(data, "params", "params.yaml"))
+            if state != "success" or not test or latest.get("error"):  # a running one shows its baseline's metrics
+                not_done.append(Experiment(f"{name} ({state})", latest["rev"], params, baseline))
                 continue
-            done.append(Experiment(experiment["name"] or latest["rev"][:7], latest["rev"],
-                                   flat(_file(data, "params", "params.yaml")), baseline, test,
-                                   _file(data, "metrics", TRAIN_METRICS)))
+            done.append(Experiment(name, latest["rev"], params, baseline, test, _file(data, "metrics", TRAIN_METRICS)))
     return done, not_done
 
 

@@ -57,6 +57,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     done, not_done = finished(args.all_commits)
     experiments = ranked(select(done, args.match, args.sweep))
+    not_done = [e.name for e in select(not_done, args.match, args.sweep)]
     if not experiments:
         raise CatdogError("no finished DVC experiment to rank" + (" matches" if args.match or args.sweep else "")
                           + "; run some first, e.g. `dvc exp run -S model=cnn`, or pass -A for older commits'")

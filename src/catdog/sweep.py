@@ -25,15 +25,15 @@ def swept_keys(experiments: list[Experiment]) -> list[str]:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="catdog best", description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", required=True, metavar="NAME", help="the train.sweep label of the grid")
-    parser.add_argument("-A", "--all-commits", action="store_true", help="look in every commit's experiments")
     args = parser.parse_args(argv)
-    done, not_done = finished(args.all_commits)
+    done, not_done = finished(all_commits=True)  # the label finds the sweep, whichever commit it ran from
     points = [e for e in select(done, None, args.sweep) if "best_val_accuracy" in e.train]
+    not_done = [e.name for e in select(not_done, None, args.sweep)]
     if not points:
         raise CatdogError(f"no finished DVC experiment has train.sweep={args.sweep!r}"
                           + (f" (not finished: {', '.join(not_done)})" if not_done else "")
                           + "; queue the grid with `dvc exp run --queue -S train.sweep=NAME -S 'models.X.lr=a,b' "
-                          "...` and `dvc queue start`, or pass -A if it ran on an older commit")
+                          "...` and `dvc queue start`")
     winner, keys = best(points), swept_keys(points)
     short = [k.rsplit(".", 1)[-1] if k.startswith("models.") else k for k in keys]
     print(f"| experiment | {' | '.join(short)} | best val accuracy (epoch) | best val loss |")

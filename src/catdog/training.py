@@ -1,5 +1,6 @@
 """The training loop over cached uint8 tensors: seeded, best-on-validation, one callback per epoch."""
 
+import contextlib
 import hashlib
 import math
 import os
@@ -11,11 +12,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from catdog import CatdogError
+from catdog import CatdogError, distributed
 from catdog.io import atomic_path
 from catdog.paths import FEATURE_CACHE, repo_root
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+RESIDENT_SHARE = 0.25  # of a GPU's free memory the cached images may fill; the rest is the model's and activations'
+
+
+def _progress(iterable, **kwargs) -> tqdm:
+    """A progress bar in one process only, rank 0's: several processes would draw over each other's bars."""
+    return tqdm(iterable, disable=True, **kwargs) if distributed.rank() > 0 else tqdm(iterable, **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -35,9 +42,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images [0, 255] -> float [-1, 1], as the seeds normalised; float inputs (cached features) as they are."""
-    batch = batch.to(device, non_blocking=True)
+def to_input(batch: torch.Tensor, device: torch.device, memory_format=torch.preserve_format) -> torch.Tensor:
+    """uint8 images [0, 255] -> float [-1, 1], as the seeds normalised; float inputs (cached features) as they are.
+    memory_format: channels-last for a convolutional model on CUDA (DevicePolicy)."""
+    batch = batch.to(device, non_blocking=True, memory_format=memory_format)
     return batch.float().div_(127.5).sub_(1.0) if batch.dtype == torch.uint8 else batch
 
 
@@ -75,16 +83,79 @@ def as_tensors(x: np.ndarray, y: np.ndarray, brightness: np.ndarray) -> Split:
                  torch.from_numpy(np.asarray(brightness, dtype=np.float32)))
 
 
+class DevicePolicy:
+    """Where the CUDA path differs from the others, in one place. On CUDA: mixed precision (bf16 where the GPU has
+    it, else fp16 with a gradient scaler), channels-last weights and inputs for convolutional models, and the cached
+    images either resident on the GPU or gathered batch by batch into pinned memory and copied without blocking.
+    Elsewhere (CPU, MPS) it trains in float32 from host memory, as before: CPU runs stay byte-identical."""
+
+    def __init__(self, device, model=None, amp: bool = True):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.amp_dtype = None
+        if self.cuda and amp:  # bf16 emulated in software (GPUs before Ampere) is slower than fp16 with a scaler
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        convolutional = isinstance(model, nn.Module) and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        self.memory_format = torch.channels_last if self.cuda and convolutional else torch.preserve_format
+
+    @property
+    def precision(self) -> str:
+        return "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+
+    def autocast(self):
+        """Forward passes in the mixed-precision dtype; losses and metrics are computed after it, in float32."""
+        return torch.autocast(self.device.type, self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none. A disabled
+        scaler passes the loss and the optimizer step through unchanged."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def place(self, model):
+        """The model on the device (channels-last if convolutional on CUDA); a NumPy model stays where it is."""
+        return model.to(self.device, memory_format=self.memory_format) if isinstance(model, nn.Module) else model
+
+    def keep(self, *splits: Split, resident: bool | None = None) -> tuple[Split, ...]:
+        """The splits to gather batches from. On CUDA they move to the GPU once when resident (by default when they
+        fill under RESIDENT_SHARE of its free memory), so that no batch crosses the host link again."""
+        if not self.cuda:
+            return splits
+        if resident is None:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            resident = sum(t.nbytes for split in splits for t in split) < RESIDENT_SHARE * free
+        return tuple(Split(*(t.to(self.device) for t in split)) for split in splits) if resident else splits
+
+    def rows(self, tensor: torch.Tensor, index) -> torch.Tensor:
+        """tensor[index] on the device. Rows going from host memory to a GPU are gathered into pinned memory first:
+        only a copy from pinned memory runs asynchronously (PyTorch's pinned-memory cache holds the buffer until
+        the copy is done)."""
+        rows = tensor[index]
+        if self.cuda and not rows.is_cuda:
+            rows = rows.pin_memory()
+        return rows.to(self.device, non_blocking=self.cuda)
+
+    def batch(self, split: Split, index) -> Split:
+        return Split(*(self.rows(t, index) for t in split))
+
+    def input(self, images: torch.Tensor) -> torch.Tensor:
+        return to_input(images, self.device, self.memory_format)
+
+
 def batch_rows(batch_size, n: int) -> int:
     return n if batch_size == "full" else batch_size
 
 
 @torch.no_grad()
-def predict(model, x: torch.Tensor, batch_size, device: torch.device) -> torch.Tensor:
-    """Model outputs (N, k) for every row of x, in order: column 0 the class logit, column 1 the brightness."""
-    model.eval()
+def predict(model, x: torch.Tensor, batch_size, device: torch.device, amp: bool = True) -> torch.Tensor:
+    """Model outputs (N, k) for every row of x, in order: column 0 the class logit, column 1 the brightness; in
+    float32 on the CPU, whatever precision the forward passes ran in (mixed on CUDA unless amp=False)."""
+    policy = DevicePolicy(device, model, amp)
+    policy.place(model).eval()
     step = batch_rows(batch_size, len(x))
-    return torch.cat([model(to_input(x[i:i + step], device)).float().cpu() for i in range(0, len(x), step)])
+    with policy.autocast():
+        outputs = [model(policy.input(policy.rows(x, slice(i, i + step)))) for i in range(0, len(x), step)]
+    return torch.cat(outputs).float().cpu()
 
 
 def losses(outputs: torch.Tensor, y: torch.Tensor, brightness: torch.Tensor, cfg: dict) -> dict:
@@ -125,52 +196,79 @@ class History:
 
 
 def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=lambda row: None,
-        cache_features: bool = True) -> History:
+        cache_features: bool = True, amp: bool = True, resident: bool | None = None) -> History:
     """Train for cfg['epochs'] and return the History. A model that is not a torch module (the NumPy network)
     trains itself through its own `fit` with the same arguments and History. cache_features=False runs a frozen
-    backbone on every batch (the naive loop, for benchmarks/frozen_features.py)."""
+    backbone on every batch (the naive loop, for benchmarks/frozen_features.py). On CUDA, amp=False trains in
+    float32 and resident=True/False puts the images on the GPU or leaves them in host memory (default: on the GPU
+    when they fit), for benchmarks/gpu.py. Under torchrun each process trains on its part of every batch."""
     history = History(on_epoch)
     if not isinstance(model, nn.Module):
+        if distributed.size() > 1:
+            raise CatdogError("a NumPy model (arch numpy) trains in one process: run it without torchrun")
         model.fit(cfg, train, val, seed, history)
         return history
-    model.to(device)
+    policy = DevicePolicy(device, model, amp)
+    policy.place(model)
     if cache_features and getattr(model, "frozen", False) and not cfg.get("augment"):
-        return _fit_head_on_features(model, cfg, train, val, device, seed, on_epoch)
+        return _fit_head_on_features(model, cfg, train, val, policy.device, seed, on_epoch, amp, resident)
+    train_rows, val_rows = policy.keep(train, val, resident=resident)
+    network = distributed.wrap(model, policy.device)
     optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])
+    scaler = policy.scaler()
     order = torch.Generator().manual_seed(seed)  # batch order depends on the seed alone, not on the device
-    augmentation = torch.Generator().manual_seed(seed + 1)
+    augmentation = torch.Generator().manual_seed(seed + 1 + distributed.rank())  # each process its own crops
     step = batch_rows(cfg["batch_size"], len(train.x))
-    epochs = tqdm(range(1, cfg["epochs"] + 1), desc="epochs", unit="epoch")
+    epochs = _progress(range(1, cfg["epochs"] + 1), desc="epochs", unit="epoch")
     for epoch in epochs:
-        model.train()
-        sums, correct = {}, 0
-        permutation = torch.randperm(len(train.x), generator=order)
-        for i in tqdm(range(0, len(train.x), step), desc=f"epoch {epoch}", unit="batch", leave=False):
-            index = permutation[i:i + step]
-            images = train.x[index]
+        network.train()
+        batch_losses, counts, correct = [], [], []  # left on the device until the epoch ends: no sync per batch
+        permutation = torch.randperm(len(train.x), generator=order).to(train_rows.x.device)
+        for i in _progress(range(0, len(train.x), step), desc=f"epoch {epoch}", unit="batch", leave=False):
+            batch_index = permutation[i:i + step]
+            index, n = distributed.shard(batch_index)  # in one process: the whole batch
+            images, y, brightness = policy.batch(train_rows, index)
             if cfg.get("augment"):
                 images = augment(images, augmentation, **cfg["augment"])
-            outputs = model(to_input(images, device))
-            y = train.y[index].to(device)
-            batch = losses(outputs, y, train.brightness[index].to(device), cfg)
+            with policy.autocast():
+                outputs = network(policy.input(images))
+            outputs = outputs.float()  # losses and metrics in float32, whatever precision the forward pass ran in
+            batch = losses(outputs, y, brightness, cfg)
             optimizer.zero_grad(set_to_none=True)
-            batch["loss"].backward()
-            optimizer.step()
-            for name, value in batch.items():
-                sums[name] = sums.get(name, 0.0) + value.item() * len(index)
-            correct += ((outputs[:, 0].detach() > 0).float() == y).sum().item()
-        train_scores = {k: v / len(train.x) for k, v in sums.items()} | {"accuracy": correct / len(train.x)}
-        history.add(epoch, train_scores, score(predict(model, val.x, cfg["batch_size"], device), val, cfg), model)
+            # This process's mean loss weighted by its share of the batch (exactly 1 in one process): DDP averages
+            # the processes' gradients, so the step is the one of the whole batch's mean loss.
+            share = n * distributed.size() / len(batch_index)
+            scaler.scale(batch["loss"] * share).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            batch_losses.append(torch.stack(list(batch.values())).detach())
+            counts.append(n)
+            correct.append(((outputs[:n, 0].detach() > 0).float() == y[:n]).sum())
+        train_scores = _epoch_scores(list(batch), batch_losses, counts, correct, len(train.x), policy.device)
+        val_scores = score(predict(model, val_rows.x, cfg["batch_size"], policy.device, amp), val, cfg)
+        history.add(epoch, train_scores, val_scores, model)
         epochs.set_postfix(loss=f"{train_scores['loss']:.4f}", val_acc=f"{history.rows[-1]['val_accuracy']:.3f}")
     return history
 
 
-def _fit_head_on_features(model, cfg, train: Split, val: Split, device, seed: int, on_epoch) -> History:
+def _epoch_scores(names, batch_losses, counts, correct, n_images: int, device) -> dict:
+    """Mean losses and accuracy over the epoch's training images, summed over the processes. The losses are summed
+    in float64 in batch order, as Python floats, which keeps the CPU history byte-identical to a sum per batch."""
+    sums = dict.fromkeys(names, 0.0)
+    for values, n in zip(torch.stack(batch_losses).tolist(), counts):  # one copy from the device per epoch
+        for name, value in zip(names, values):
+            sums[name] += value * n
+    *totals, n_correct = distributed.all_sum([*sums.values(), torch.stack(correct).sum().item()], device)
+    return {name: total / n_images for name, total in zip(names, totals)} | {"accuracy": n_correct / n_images}
+
+
+def _fit_head_on_features(model, cfg, train: Split, val: Split, device, seed: int, on_epoch, amp, resident):
     """A frozen backbone gives the same features every epoch: compute them once (cached on disk, keyed by the
-    weights and the images) and train the head alone on them; the History still holds the whole model's state."""
-    train_features, val_features = (Split(backbone_features(model.backbone, split.x, device), split.y,
+    weights and the images) and train the head alone on them; the History still holds the whole model's state.
+    Under torchrun every process computes the features (or reads them from the shared cache)."""
+    train_features, val_features = (Split(backbone_features(model.backbone, split.x, device, amp=amp), split.y,
                                           split.brightness) for split in (train, val))
-    history = fit(model.head, cfg, train_features, val_features, device, seed, on_epoch)
+    history = fit(model.head, cfg, train_features, val_features, device, seed, on_epoch, amp=amp, resident=resident)
     backbone = {f"backbone.{k}": v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
     history.best_state = {**backbone, **{f"head.{k}": v for k, v in history.best_state.items()}}
     return history
@@ -184,15 +282,21 @@ def _digest(*arrays) -> str:
 
 
 @torch.no_grad()
-def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: int = 64) -> torch.Tensor:
-    """The backbone's features of every image, computed once per (weights, images) and then read from disk."""
+def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: int = 64,
+                      amp: bool = True) -> torch.Tensor:
+    """The backbone's features of every image, computed once per (weights, images, precision) and then read from
+    disk: features of a mixed-precision CUDA run are cached apart from the float32 ones a CPU run reproduces."""
+    policy = DevicePolicy(device, backbone, amp)
     key = _digest(*(v.cpu().numpy() for v in backbone.state_dict().values()), x.numpy())
-    path = repo_root() / FEATURE_CACHE / f"{key}.npy"  # the repository's cache, shared by queued experiments
+    suffix = "" if policy.amp_dtype is None else f"-{policy.precision}"
+    path = repo_root() / FEATURE_CACHE / f"{key}{suffix}.npy"  # the repository's cache, shared by queued experiments
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
-    backbone.to(device).eval()
-    features = torch.cat([backbone(to_input(x[i:i + batch_size], device)).float().cpu()
-                          for i in tqdm(range(0, len(x), batch_size), desc="backbone features", unit="batch")])
+    policy.place(backbone).eval()
+    with policy.autocast():
+        features = torch.cat([backbone(policy.input(policy.rows(x, slice(i, i + batch_size)))).float()
+                              for i in _progress(range(0, len(x), batch_size), desc="backbone features",
+                                                 unit="batch")]).cpu()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, features.numpy(), allow_pickle=False)

@@ -1,4 +1,7 @@
-"""Stage `train`: train the model named by param `model` on the cached tensors, tracked as an MLflow run."""
+"""Stage `train`: train the model named by param `model` on the cached tensors, tracked as an MLflow run.
+
+With train.processes > 1, or started by torchrun (`torchrun --nproc-per-node 4 src/stages/train.py`), several
+processes train it together (catdog.distributed); rank 0 alone writes the outputs and the MLflow run."""
 
 import io
 import sys
@@ -10,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import mlflow  # noqa: E402
 import torch  # noqa: E402
 
-from catdog import cli  # noqa: E402
-from catdog.config import device_name, flat, load_params, model_config  # noqa: E402
+from catdog import cli, distributed  # noqa: E402
+from catdog.config import device_name, flat, load_params, model_config, processes  # noqa: E402
 from catdog.dataset import load_manifest, load_split, report, train_subset  # noqa: E402
 from catdog.io import write_bytes, write_json  # noqa: E402
 from catdog.models import build_model  # noqa: E402
@@ -24,13 +27,25 @@ def main() -> None:
     params = load_params()
     name, cfg = model_config(params)
     device = pick_device(device_name(params))
+    n_processes = processes(params, name, cfg)
+    if n_processes > 1 and not distributed.under_torchrun():
+        distributed.relaunch(n_processes, device)  # this command again, in n_processes processes under torchrun
+    with distributed.process_group(device) as device:
+        train_and_log(params, name, cfg, device)
+
+
+def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> None:
     seed_everything(params["seed"])
     fraction = params["data"].get("train_fraction", 1.0)
     train = as_tensors(*train_subset(*load_split("train", cfg["input_size"]), fraction, params["seed"]))
     val = as_tensors(*load_split("val", cfg["input_size"]))
     model = build_model(cfg, name)
+    if distributed.rank() > 0:  # its part of every batch; rank 0 writes the outputs and logs to MLflow
+        fit(model, cfg, train, val, device, params["seed"])
+        return
     hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), **flat(cfg),
-                       **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x)}
+                       **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
+                       "processes": distributed.size()}
     with training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")):
         start = time.perf_counter()
         log_epoch = lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
