@@ -104,3 +104,17 @@ def build_model(cfg: dict, name: str = "model", load_weights: bool = True):
         return ARCHITECTURES[cfg["arch"]](cfg)
     except (KeyError, ValueError) as error:  # a builder's word on a bad or missing knob, as one line
         raise CatdogError(f"models.{name} cannot be built: {error}") from None
+
+
+def load_checkpoint(path) -> tuple[dict, nn.Module | NumpyModel]:
+    """(checkpoint, its model with every weight loaded) from a file src/stages/train.py wrote. The model is built
+    without ImageNet weights (the checkpoint replaces them all), so a pretrained one loads offline too."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: one line, not a pickle traceback
+        raise CatdogError(f"cannot read the checkpoint {path} ({type(error).__name__}: {error})") from None
+    if not (isinstance(checkpoint, dict) and {"model", "config", "classes", "state_dict"} <= checkpoint.keys()):
+        raise CatdogError(f"{path} is not a catdog checkpoint (one that src/stages/train.py writes)")
+    model = build_model(checkpoint["config"], checkpoint["model"], load_weights=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, model

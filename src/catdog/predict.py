@@ -15,7 +15,7 @@ from tqdm import tqdm
 from catdog import CatdogError
 from catdog.config import DEVICES
 from catdog.images import is_image, load_rgb
-from catdog.models import build_model
+from catdog.models import load_checkpoint
 from catdog.paths import MODEL_FILE, repo_root
 from catdog.training import pick_device, predict
 
@@ -36,19 +36,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path) -> tuple[dict, object]:
     if not path.is_file():
         raise CatdogError(f"no checkpoint at {path}: train one with `dvc repro`, or pass --model PATH or --run-id ID")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: one line, not a pickle traceback
-        raise CatdogError(f"cannot read the checkpoint {path} ({type(error).__name__}: {error})") from None
-    if not (isinstance(checkpoint, dict) and {"model", "config", "classes", "state_dict"} <= checkpoint.keys()):
-        raise CatdogError(f"{path} is not a catdog checkpoint (one that src/stages/train.py writes)")
-    return checkpoint
+    return load_checkpoint(path)
 
 
-def run_checkpoint(run_id: str) -> dict:
+def run_checkpoint(run_id: str) -> tuple[dict, object]:
     """The checkpoint an MLflow run logged, from the store the pipeline logs to."""
     from mlflow.exceptions import MlflowException  # late: mlflow takes seconds to import
     from mlflow.tracking import MlflowClient
@@ -114,16 +108,13 @@ def main(argv: list[str]) -> None:
     if args.batch_size < 1:
         raise CatdogError(f"--batch-size {args.batch_size} must be at least 1")
     if args.run_id:
-        checkpoint = run_checkpoint(args.run_id)
+        checkpoint, model = run_checkpoint(args.run_id)
     else:
-        checkpoint = read_checkpoint(args.model or repo_root() / MODEL_FILE)
+        checkpoint, model = read_checkpoint(args.model or repo_root() / MODEL_FILE)
     try:
         device = pick_device(args.device)
     except CatdogError:
         raise CatdogError(f"--device {args.device}: no such device here; use auto or cpu") from None
-    # The checkpoint holds every weight: a pretrained backbone need not load (or find) its ImageNet file first.
-    model = build_model(checkpoint["config"], checkpoint["model"], load_weights=False)
-    model.load_state_dict(checkpoint["state_dict"])
     model.to(device)
 
     items = list_inputs(args.paths)

@@ -13,7 +13,7 @@ from catdog.config import device_name, load_params  # noqa: E402
 from catdog.dataset import load_manifest, load_split  # noqa: E402
 from catdog.io import write_json  # noqa: E402
 from catdog.metrics import binary_metrics  # noqa: E402
-from catdog.models import build_model  # noqa: E402
+from catdog.models import load_checkpoint  # noqa: E402
 from catdog.paths import MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS  # noqa: E402
 from catdog.tables import write_rows  # noqa: E402
 from catdog.tracking import resumed_run  # noqa: E402
@@ -22,10 +22,8 @@ from catdog.training import as_tensors, pick_device, predict  # noqa: E402
 
 def main() -> None:
     device = pick_device(device_name(load_params()))
-    checkpoint = torch.load(MODEL_FILE, map_location="cpu", weights_only=True)
+    checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], checkpoint["classes"]
-    model = build_model(cfg, load_weights=False)  # the checkpoint holds every weight, pretrained ones included
-    model.load_state_dict(checkpoint["state_dict"])
     test = as_tensors(*load_split("test", cfg["input_size"]))
     outputs = predict(model.to(device), test.x, cfg["batch_size"], device)
     logits, y = outputs[:, 0], test.y
