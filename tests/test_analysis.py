@@ -117,3 +117,28 @@ def test_calibration_points_cover_every_prediction(predictions):
     assert all(set(p) == set(plots.CALIBRATION_COLUMNS) for p in points)
     assert sum(p["count"] for p in points) == len(predictions)
     assert all(p["bin_low"] <= p["mean_predicted_probability"] <= p["bin_high"] for p in points)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_metrics_agree_with_sklearn(seed):
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    y = rng.integers(0, 2, n).astype(np.float32)
+    y[:2] = [0, 1]  # both classes
+    # rounded logits: many tied scores, as a model that saturates or a tiny test set gives
+    logits = torch.from_numpy(np.round(rng.normal(0.3 * (2 * y - 1), 1.5), int(rng.integers(0, 3))).astype(np.float32))
+    ours = binary_metrics(logits, torch.from_numpy(y))
+    truth, predicted, p = y.astype(int), (logits > 0).numpy().astype(int), torch.sigmoid(logits).numpy()
+    expected = {"accuracy": sk.accuracy_score(truth, predicted), "roc_auc": sk.roc_auc_score(truth, p),
+                **{name: getattr(sk, f"{name}_score")(truth, predicted, zero_division=0)
+                   for name in ("precision", "recall", "f1")}}
+    assert {k: ours[k] for k in expected} == pytest.approx(expected, abs=1e-6)
+
+
+def test_metrics_with_no_positive_prediction_or_one_class():
+    none_predicted = binary_metrics(torch.full((4,), -2.0), torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert (none_predicted["precision"], none_predicted["recall"], none_predicted["f1"]) == (0, 0, 0)
+    assert none_predicted["roc_auc"] == 0.5  # every score tied
+    assert binary_metrics(torch.tensor([1.0, -1.0]), torch.ones(2))["roc_auc"] is None

@@ -57,18 +57,16 @@ RUNS = {
 # catdog.tracking.training_run and logs per-epoch metrics, `evaluate` reopens it (models/run.json) for test_*.
 LOG_RUNS = """
 import json, os, sys
-import mlflow
 from catdog.tracking import resumed_run, training_run
 
 for name, run in json.loads(sys.argv[1]).items():
     os.environ["DVC_EXP_NAME"] = name
-    with training_run(run["params"]["model"], run["params"]):
+    with training_run(run["params"]["model"], run["params"]) as logged:
         for epoch, accuracy in enumerate(run["val_accuracy"], start=1):
-            mlflow.log_metrics({"val_accuracy": accuracy, "train_loss": 1.0 / epoch}, step=epoch)
-        mlflow.log_metric("best_val_accuracy", max(run["val_accuracy"]))
+            logged.log_metrics({"val_accuracy": accuracy, "train_loss": 1.0 / epoch}, step=epoch)
+        logged.log_metrics({"best_val_accuracy": max(run["val_accuracy"])})
     with resumed_run() as reopened:
-        assert reopened is not None, "evaluate's resumed_run did not find the run train wrote"
-        mlflow.log_metrics({"test_accuracy": run["test_accuracy"]})
+        reopened.log_metrics({"test_accuracy": run["test_accuracy"]})
 """
 
 

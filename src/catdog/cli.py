@@ -1,6 +1,7 @@
 """What every stage entry point shares: one clear line and a non-zero exit for problems the user can fix, and
 the same clean-up for SIGTERM (how dvc, schedulers and `kill` stop a process) as for Ctrl-C."""
 
+import gc
 import os
 import signal
 import sys
@@ -16,6 +17,9 @@ def run(main) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
+        # The interpreter's last garbage collections walk every object torch, MLflow and matplotlib created (about
+        # 0.7 s of every stage): frozen objects are left to the operating system, nothing else changes.
+        gc.freeze()
     except CatdogError as error:
         sys.exit(f"catdog: error: {error}")
     except BrokenPipeError:  # `catdog predict FOLDER | head`: the reader has all it wanted

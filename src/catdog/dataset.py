@@ -8,9 +8,11 @@ Layout of data/prepared/:  x{size}_{split}.npy        uint8 (N, 3, size, size)
 
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import os
+import threading
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -101,6 +103,8 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         every = {s: files_open.enter_context(open(tmp / f"all{s}.u8", "wb")) for s in dict.fromkeys(sizes)}
         brightness = np.zeros(len(files), dtype=np.float32)
         usable, skipped, duplicates, first_of = [], [], [], {}
+        # The split needs sklearn, about a second to import: this process imports it while the workers decode.
+        threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
         # spawn, not fork: forking a process that already runs threads (torch's, in tests and notebooks) can hang
         with get_context("spawn").Pool(workers) as pool:
             decoded = pool.imap(partial(_decode, sizes=sizes), files, chunksize=16)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 CALIBRATION_BINS = 10
@@ -46,16 +45,31 @@ def brier_score(probability, truth) -> float:
     return float(np.mean((np.asarray(probability, dtype=float) - np.asarray(truth, dtype=float)) ** 2))
 
 
+def roc_auc(score, truth) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic: the chance that a random positive scores above a
+    random negative, a tie counting one half; the value of sklearn's roc_auc_score (tests/test_analysis.py), here
+    in numpy because importing sklearn.metrics costs `evaluate` about a second."""
+    score, truth = np.asarray(score, dtype=float), np.asarray(truth).astype(bool)
+    order = np.argsort(score, kind="stable")
+    _, first, count = np.unique(score[order], return_index=True, return_counts=True)
+    rank = np.empty(len(score))
+    rank[order] = np.repeat(first + (count + 1) / 2, count)  # 1-based, tied scores share their mean rank
+    positives, negatives = truth.sum(), (~truth).sum()
+    return float((rank[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def binary_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    """Test metrics of the positive class, each 0 where its denominator is (sklearn's zero_division=0)."""
     probabilities = torch.sigmoid(logits).numpy()
-    truth, predicted = y.numpy().astype(int), (logits > 0).numpy().astype(int)  # logit > 0 <=> probability > 0.5
-    both_classes = len(set(truth)) == 2
+    truth, predicted = y.numpy().astype(bool), (logits > 0).numpy()  # logit > 0 <=> probability > 0.5
+    tp, fp, fn = (truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()
+    both_classes = truth.any() and not truth.all()
     metrics = {
-        "accuracy": accuracy_score(truth, predicted),
-        "precision": precision_score(truth, predicted, zero_division=0),
-        "recall": recall_score(truth, predicted, zero_division=0),
-        "f1": f1_score(truth, predicted, zero_division=0),
-        "roc_auc": roc_auc_score(truth, probabilities) if both_classes else None,  # undefined with one class
+        "accuracy": (truth == predicted).mean(),
+        "precision": tp / (tp + fp) if tp + fp else 0,
+        "recall": tp / (tp + fn) if tp + fn else 0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0,
+        "roc_auc": roc_auc(probabilities, truth) if both_classes else None,  # undefined with one class
         "loss": binary_cross_entropy_with_logits(logits, y).item(),
         "brier": brier_score(probabilities, truth),
         "ece": expected_calibration_error(probabilities, truth),

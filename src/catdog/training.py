@@ -1,6 +1,8 @@
 """The training loop over cached uint8 tensors: seeded, best-on-validation, one callback per epoch."""
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import math
 import os
@@ -40,6 +42,22 @@ def pick_device(name: str) -> torch.device:
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise CatdogError(f"train.device={name} but no {name} device is available; use auto or cpu")
     return torch.device(name)
+
+
+@functools.cache  # once per process
+def keep_freed_memory() -> None:
+    """Make glibc keep freed memory for the next allocation instead of handing it back to the kernel. By default
+    every block over 128 KiB (a batch, a layer's gradient) is mapped afresh and unmapped again at each step, and
+    every page of it faults on first touch: that doubled the time of a logistic-regression epoch (benchmarks/
+    RESULTS.md). Blocks up to 32 MiB now come from the heap, which keeps up to 1 GiB of freed memory. Elsewhere
+    than glibc (macOS, musl) there is nothing to do."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 32 * 2 ** 20)  # glibc's ceiling for it on 64-bit
+    libc.mallopt(m_trim_threshold, 2 ** 30)
 
 
 def to_input(batch: torch.Tensor, device: torch.device, memory_format=torch.preserve_format) -> torch.Tensor:
@@ -90,6 +108,7 @@ class DevicePolicy:
     Elsewhere (CPU, MPS) it trains in float32 from host memory, as before: CPU runs stay byte-identical."""
 
     def __init__(self, device, model=None, amp: bool = True):
+        keep_freed_memory()
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.amp_dtype = None
@@ -129,8 +148,8 @@ class DevicePolicy:
     def rows(self, tensor: torch.Tensor, index) -> torch.Tensor:
         """tensor[index] on the device. Rows going from host memory to a GPU are gathered into pinned memory first:
         only a copy from pinned memory runs asynchronously (PyTorch's pinned-memory cache holds the buffer until
-        the copy is done)."""
-        rows = tensor[index]
+        the copy is done). index_select, not tensor[index]: five times faster for rows of images on the CPU."""
+        rows = tensor.index_select(0, index) if isinstance(index, torch.Tensor) else tensor[index]
         if self.cuda and not rows.is_cuda:
             rows = rows.pin_memory()
         return rows.to(self.device, non_blocking=self.cuda)

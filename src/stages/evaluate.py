@@ -5,7 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-import mlflow  # noqa: E402
+from catdog import tracking  # noqa: E402
+
+tracking.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
+
 import torch  # noqa: E402
 
 from catdog import cli  # noqa: E402
@@ -16,11 +19,15 @@ from catdog.metrics import binary_metrics  # noqa: E402
 from catdog.models import load_checkpoint  # noqa: E402
 from catdog.paths import MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS  # noqa: E402
 from catdog.tables import write_rows  # noqa: E402
-from catdog.tracking import resumed_run  # noqa: E402
 from catdog.training import as_tensors, pick_device, predict  # noqa: E402
 
 
 def main() -> None:
+    with tracking.resumed_run() as run:  # first: its helper process starts MLflow while this one evaluates
+        evaluate(run)
+
+
+def evaluate(run) -> None:
     device = pick_device(device_name(load_params()))
     checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], checkpoint["classes"]
@@ -36,10 +43,8 @@ def main() -> None:
     rows = [{"file": f, "actual": classes[int(t)], "predicted": classes[int(p > 0.5)], "probability": round(p, 6)}
             for f, t, p in zip(files, y.tolist(), probabilities)]
     write_rows(PREDICTIONS_FILE, rows, ("file", "actual", "predicted", "probability"))
-    with resumed_run() as run:
-        if run:
-            mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if v is not None})
-            mlflow.log_artifact(str(PREDICTIONS_FILE))
+    run.log_metrics({f"test_{k}": v for k, v in metrics.items() if v is not None})
+    run.log_artifact(PREDICTIONS_FILE)
     print(f"{checkpoint['model']}: test accuracy {metrics['accuracy']:.4f} on {metrics['n_test']} images "
           f"(f1 {metrics['f1']:.4f}, roc_auc {metrics['roc_auc']})")
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-import mlflow  # noqa: E402
+from catdog import tracking  # noqa: E402
+
+tracking.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports matplotlib
+
 import numpy as np  # noqa: E402
 
 from catdog import CatdogError, cli, plots  # noqa: E402
@@ -26,7 +29,6 @@ from catdog.paths import (  # noqa: E402
     TEST_METRICS,
 )
 from catdog.tables import read_rows, write_rows  # noqa: E402
-from catdog.tracking import resumed_run  # noqa: E402
 
 PNGS = (CURVES_PNG, CONFUSION_PNG, MISCLASSIFIED_PNG, HISTOGRAM_PNG, CALIBRATION_PNG)
 
@@ -42,6 +44,11 @@ def gallery_images(manifest: dict, predictions: list[dict]) -> np.ndarray:
 
 
 def main() -> None:
+    with tracking.resumed_run() as run:  # first: its helper process starts MLflow while this one draws
+        plot(run)
+
+
+def plot(run) -> None:
     model = load_params()["model"]
     accuracy = json.loads(TEST_METRICS.read_text())["accuracy"]
     plots.training_curves(read_rows(HISTORY_FILE), f"{model} (test accuracy {accuracy:.3f})", CURVES_PNG)
@@ -55,10 +62,8 @@ def main() -> None:
     plots.probability_histogram(predictions, classes, title, HISTOGRAM_PNG)
     plots.calibration_curve(predictions, classes, title, CALIBRATION_PNG)
     write_rows(CALIBRATION_FILE, plots.calibration_points(predictions, classes), plots.CALIBRATION_COLUMNS)
-    with resumed_run() as run:
-        if run:
-            for png in PNGS:
-                mlflow.log_artifact(str(png), artifact_path="plots")
+    for png in PNGS:
+        run.log_artifact(png, artifact_path="plots")
     print(f"wrote {', '.join(map(str, PNGS))} and {CALIBRATION_FILE}")
 
 

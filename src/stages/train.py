@@ -10,7 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-import mlflow  # noqa: E402
+from catdog import tracking  # noqa: E402
+
+tracking.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
+
 import torch  # noqa: E402
 
 from catdog import cli, distributed  # noqa: E402
@@ -20,7 +23,6 @@ from catdog.io import write_bytes, write_json  # noqa: E402
 from catdog.models import build_model  # noqa: E402
 from catdog.paths import HISTORY_FILE, MODEL_FILE, TRAIN_METRICS  # noqa: E402
 from catdog.tables import write_rows  # noqa: E402
-from catdog.tracking import training_run  # noqa: E402
 from catdog.training import as_tensors, fit, pick_device, seed_everything  # noqa: E402
 
 def main() -> None:
@@ -29,6 +31,7 @@ def main() -> None:
     device = pick_device(device_name(params))
     n_processes = processes(params, name, cfg)
     if n_processes > 1 and not distributed.under_torchrun():
+        tracking.stop_helper()  # rank 0 of torchrun's processes starts its own
         distributed.relaunch(n_processes, device)  # this command again, in n_processes processes under torchrun
     with distributed.process_group(device) as device:
         train_and_log(params, name, cfg, device)
@@ -46,9 +49,9 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
     hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), **flat(cfg),
                        **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
                        "processes": distributed.size()}
-    with training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")):
+    with tracking.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")) as run:
         start = time.perf_counter()
-        log_epoch = lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
+        log_epoch = lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
         history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch)
         seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],
@@ -62,12 +65,13 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
                    "best_val_loss": round(best["val_loss"], 6), "train_seconds": round(seconds, 2),
                    "n_parameters": sum(p.numel() for p in model.parameters())}
         write_json(TRAIN_METRICS, summary)
-        mlflow.log_metrics({k: summary[k] for k in ("best_epoch", "best_val_accuracy", "train_seconds")})
-        mlflow.log_artifact(str(MODEL_FILE), artifact_path="model")
-        mlflow.log_artifact(str(HISTORY_FILE))
-        mlflow.log_dict(report(load_manifest()), "data_report.json")
+        run.log_metrics({k: summary[k] for k in ("best_epoch", "best_val_accuracy", "train_seconds")})
+        run.log_artifact(MODEL_FILE, artifact_path="model")
+        run.log_artifact(HISTORY_FILE)
+        run.log_dict(report(load_manifest()), "data_report.json")
     print(f"{name}: best val accuracy {best['val_accuracy']:.4f} at epoch {history.best_epoch}/{cfg['epochs']}, "
           f"{seconds:.1f} s on {device}")
+
 
 if __name__ == "__main__":
     cli.run(main)

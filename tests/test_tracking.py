@@ -1,0 +1,164 @@
+"""MLflow runs through catdog.tracking's helper process: what is logged, how a run ends, and what a user sees
+when the store fails. Each case runs as a stage would, in a process of its own in an empty folder."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import pipeline_env
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def stage_script(tmp_path, body: str, env=None, wait=True):
+    """Run `body` (with catdog.tracking imported as `tracking`) as a stage would, in tmp_path."""
+    code = f"import sys; sys.path.insert(0, {str(SRC)!r})\nfrom catdog import cli, tracking\n" + textwrap.dedent(body)
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env={**pipeline_env(), **(env or {})},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return process
+    stdout, stderr = process.communicate(timeout=120)
+    return process.returncode, stdout, stderr
+
+
+def the_run(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = json.loads((tmp_path / "models/run.json").read_text())["run_id"]
+    return client, client.get_run(run_id)
+
+
+def test_a_training_run_and_the_stages_that_reopen_it(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n")
+    code, _, stderr = stage_script(tmp_path, """
+        tracking.start_helper()
+        with tracking.training_run("logistic", {"lr": 0.01, "epochs": 2}, sweep="grid1") as run:
+            for epoch in (1, 2):
+                run.log_metrics({"val_accuracy": 0.5 + epoch / 10}, step=epoch)
+            run.log_artifact("history.csv")
+            run.log_dict({"n_train": 3}, "data_report.json")
+        with tracking.resumed_run() as run:
+            run.log_metrics({"test_accuracy": 0.75})
+    """)
+    assert code == 0, stderr
+    client, run = the_run(tmp_path)
+    assert run.info.status == "FINISHED" and run.info.run_name == "logistic"
+    assert run.data.params == {"lr": "0.01", "epochs": "2"}
+    assert run.data.tags["model"] == "logistic" and run.data.tags["sweep"] == "grid1"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [(1, 0.6), (2, 0.7)]
+    assert run.data.metrics["test_accuracy"] == 0.75
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"history.csv", "data_report.json"}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.parametrize("error, status", [("KeyboardInterrupt", "KILLED"), ("ValueError('bug')", "FAILED")])
+def test_a_stage_that_stops_ends_its_run_as_killed_or_failed(tmp_path, error, status):
+    code, _, stderr = stage_script(tmp_path, f"""
+        with tracking.training_run("deep", {{}}) as run:
+            run.log_metrics({{"val_accuracy": 0.5}}, step=1)
+            raise {error}
+    """)
+    assert code != 0
+    assert the_run(tmp_path)[1].info.status == status
+
+
+def test_reopening_does_not_change_how_training_ended(tmp_path):
+    code, _, stderr = stage_script(tmp_path, """
+        with tracking.training_run("deep", {}):
+            pass
+        with tracking.resumed_run() as run:  # evaluate failing after it reopened the run
+            raise ValueError("evaluate failed")
+    """)
+    assert "evaluate failed" in stderr
+    assert the_run(tmp_path)[1].info.status == "FINISHED"
+
+
+def test_a_stage_killed_outright_leaves_its_run_failed_not_running(tmp_path):
+    process = stage_script(tmp_path, """
+        import time
+        with tracking.training_run("deep", {}) as run:
+            run.log_metrics({"val_accuracy": 0.5}, step=1)
+            print("logging", flush=True)
+            time.sleep(600)
+    """, wait=False)
+    assert process.stdout.readline() == "logging\n"
+    deadline = time.time() + 60
+    while not (tmp_path / "models/run.json").exists():  # the helper has opened the run
+        assert time.time() < deadline, process.stderr.read()
+        time.sleep(0.2)
+    process.kill()  # SIGKILL: no clean-up in the stage at all
+    process.wait()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = json.loads((tmp_path / "models/run.json").read_text())["run_id"]
+    while client.get_run(run_id).info.status == "RUNNING":  # the helper reads the end of its pipe
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert client.get_run(run_id).info.status == "FAILED"
+
+
+def test_a_store_that_fails_stops_the_stage_with_mlflows_error(tmp_path):
+    (tmp_path / "store").write_text("a file, not a folder")
+    code, stdout, stderr = stage_script(tmp_path, """
+        import time
+        def main():
+            with tracking.training_run("deep", {}) as run:
+                for epoch in range(1, 600):  # one-second epochs: the helper fails during the first ones
+                    time.sleep(1)
+                    run.log_metrics({"val_accuracy": 0.5}, step=epoch)
+            print("trained")
+        cli.run(main)
+    """, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"})
+    assert code == 1 and "trained" not in stdout
+    assert "catdog: error: MLflow: " in stderr  # the helper's own line, then the stage's
+    assert stderr.strip().splitlines()[-1].startswith("catdog: error: MLflow logging failed (its helper process")
+
+
+def test_reopening_a_run_the_store_lacks_warns_and_goes_on(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/run.json").write_text(json.dumps({"run_id": "0" * 32, "experiment_id": "0"}))
+    code, stdout, stderr = stage_script(tmp_path, """
+        with tracking.resumed_run() as run:
+            run.log_metrics({"test_accuracy": 0.5})
+        print("evaluated")
+    """)
+    assert code == 0 and "evaluated" in stdout, stderr
+    assert f"catdog: warning: MLflow run {'0' * 32} is not in sqlite:///" in stderr
+
+
+def test_reopening_before_training_names_the_fix(tmp_path):
+    code, _, stderr = stage_script(tmp_path, """
+        cli.run(lambda: tracking.resumed_run())
+    """)
+    assert code == 1
+    assert stderr.strip() == "catdog: error: models/run.json is missing: train a model first (`dvc repro train`)"
+
+
+def test_only_rank_0_starts_a_helper(tmp_path):
+    code, stdout, stderr = stage_script(tmp_path, """
+        tracking.start_helper()
+        print(tracking._started is None)
+    """, env={"RANK": "1"})
+    assert (code, stdout) == (0, "True\n"), stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_no_helper_is_left_behind(tmp_path):
+    """A helper started for a stage that then fails before opening its run exits with the stage."""
+    code, stdout, _ = stage_script(tmp_path, """
+        tracking.start_helper()
+        print(tracking._started.pid, flush=True)
+        raise SystemExit(3)
+    """)
+    assert code == 3
+    pid = int(stdout)
+    deadline = time.time() + 30
+    while Path(f"/proc/{pid}").exists() and b"catdog.tracking" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.time() < deadline, "the helper outlived its stage"
+        time.sleep(0.2)
+    assert not (tmp_path / "mlflow.db").exists()
