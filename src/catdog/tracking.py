@@ -83,7 +83,7 @@ class Run:
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         raise CatdogError(f"MLflow logging failed (its helper process exited with {self._helper.returncode}, "
-                          "its error is above); nothing was written")
+                          "its error is above)")
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         self._send(("log_metrics", (metrics,), {"step": step}))
@@ -186,8 +186,12 @@ def _open(mlflow, opening: dict):
     if start["sweep"]:
         tags["sweep"] = start["sweep"]
     run = mlflow.start_run(experiment_id=_experiment_id(mlflow), run_name=start["run_name"], tags=tags)
-    mlflow.log_params(start["params"])
-    write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
+    try:
+        mlflow.log_params(start["params"])
+        write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
     return run, None
 
 
