@@ -18,8 +18,8 @@ Run inside .venv (it needs psutil, which the venv has). For each N it
 3. samples the whole process tree (the stage and its decode pool) every --interval seconds and reports:
    - wall seconds and images per second (end to end: start-up, decoding, splitting, writing);
    - peak RSS of the tree (the sum over its processes), split into anonymous and file-backed pages. RSS counts
-     every page of a memory-mapped file that the process has touched (the .npy arrays prepare writes and reads
-     through np.memmap) for as long as it stays mapped, although the kernel can write such pages back and drop
+     every page of a memory-mapped file that the process has touched (earlier versions of prepare wrote the .npy
+     arrays through np.memmap) for as long as it stays mapped, although the kernel can write such pages back and drop
      them under memory pressure: a file-backed RSS that grows with the dataset means a bigger machine, or a
      container's memory limit, is needed for the stage to run without reclaim, and it is what `top` and
      schedulers show. Anonymous memory (heap, the arrays a process holds) cannot be dropped at all (no swap here);

@@ -13,15 +13,22 @@ Run at the repository root inside .venv after `dvc repro` (it reads data/prepare
 pipeline's progress bars. The plain loop does, each epoch, a shuffled pass of index -> uint8 batch -> float in
 [-1, 1] -> forward -> loss -> backward -> step, then the validation pass the pipeline does (outputs of every
 validation image in batches, loss and accuracy), so both sides do the same work; the pipeline also keeps its
-per-epoch history and the best state (the train stage adds one MLflow call per epoch, not timed here). Each side
-builds the same model with the same seed, untimed, after one untimed warm-up batch; the sides alternate for
---repeats rounds, and the table gives the best round (median in brackets): img/s = training images x epochs /
-seconds, validation included. It prints a Markdown table: model, pipeline img/s, plain img/s, their ratio,
-and how far apart the two sides' last validation losses are (0 or round-off: they trained the same model).
+per-epoch history and the best state (the train stage adds one MLflow call per epoch, not timed here).
+
+Every round of each side is a fresh process (this script with --side), as a user's own training script would be:
+it loads the cached tensors, builds the model with the seed and runs one untimed warm-up batch, then times one
+training run. So the pipeline's process-wide settings (glibc keeping freed memory, `training.keep_freed_memory`)
+count for the pipeline and not for the plain loop; `--plain-keeps-freed-memory` gives the plain loop those
+settings too, which leaves only the two loops' own differences. The sides alternate for --repeats rounds, and the
+table gives the best round (median in brackets): img/s = training images x epochs / seconds, validation included.
+It prints a Markdown table: model, pipeline img/s, plain img/s, their ratio, and how far apart the two sides' last
+validation losses are (0 or round-off: they trained the same model).
 """
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,6 +123,35 @@ def warm_up(cfg, train, device) -> None:
         plain_loss(outputs, train.y[:32].to(device), train.brightness[:32].to(device), cfg).backward()
 
 
+def one_round(args) -> None:
+    """--side: one timed training run in this process; prints {"seconds": ..., "val_loss": ...} as JSON."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.side == "plain" and args.plain_keeps_freed_memory:
+        training.keep_freed_memory()
+    params = load_params()
+    seed, device = params["seed"], pick_device(device_name(params))
+    cfg = dict(params["models"][args.models[0]], epochs=args.epochs, augment=None)  # the plain loop does not augment
+    train = as_tensors(*train_subset(*load_split("train", cfg["input_size"]), args.train_fraction, seed))
+    val = as_tensors(*load_split("val", cfg["input_size"]))
+    warm_up(cfg, train, device)
+    run = pipeline if args.side == "pipeline" else plain_numpy if cfg["arch"] == "numpy" else plain_torch
+    seed_everything(seed)
+    seconds, val_loss = run(build_model(cfg, args.models[0]), cfg, train, val, device, seed)
+    print(json.dumps({"seconds": seconds, "val_loss": val_loss, "images": len(train.x) * args.epochs}))
+
+
+def in_fresh_process(side: str, name: str, args) -> dict:
+    command = [sys.executable, __file__, "--side", side, "--models", name, "--epochs", str(args.epochs),
+               "--train-fraction", str(args.train_fraction)]
+    command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--plain-keeps-freed-memory"] if args.plain_keeps_freed_memory else []
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"{side} round of {name} failed (exit {done.returncode})")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="entries of models in params.yaml (default: all)")
@@ -124,42 +160,43 @@ def main() -> None:
                         "split, as data.train_fraction (default: all); validation stays whole")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per side (default 3)")
     parser.add_argument("--threads", type=int, help="torch threads for both sides (default: torch's choice)")
+    parser.add_argument("--plain-keeps-freed-memory", action="store_true",
+                        help="give the plain loop the pipeline's allocator settings too")
+    parser.add_argument("--side", choices=["pipeline", "plain"], help=argparse.SUPPRESS)  # one round, internal
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.side:
+        return one_round(args)
     params = load_params()
-    seed, device = params["seed"], pick_device(device_name(params))
     names = args.models or list(params["models"])
-    print(f"{describe()}; device {device}")
-    print(f"{args.epochs} epochs, training fraction {args.train_fraction}, best of {args.repeats} rounds\n")
+    print(f"{describe()}; device {pick_device(device_name(params))}")
+    allocator = "the pipeline's" if args.plain_keeps_freed_memory else "glibc's default"
+    print(f"{args.epochs} epochs, training fraction {args.train_fraction}, best of {args.repeats} rounds, each a "
+          f"fresh process; the plain loop with {allocator} allocator settings\n")
     print("| model | input | training images | pipeline img/s, best (median) | plain img/s, best (median) "
           "| pipeline / plain, best (target ≥ 1.0×) | last val loss, pipeline − plain |")
     print("|---|---|---|---|---|---|---|", flush=True)
     skipped = []
     for name in names:
-        cfg = dict(params["models"][name], epochs=args.epochs, augment=None)  # the plain loop does not augment
-        train = as_tensors(*train_subset(*load_split("train", cfg["input_size"]), args.train_fraction, seed))
-        val = as_tensors(*load_split("val", cfg["input_size"]))
-        try:
-            warm_up(cfg, train, device)
-        except CatdogError as error:  # ResNet18 without its ImageNet file, offline
-            skipped.append(f"{name}: {error}")
-            continue
-        plain = plain_numpy if cfg["arch"] == "numpy" else plain_torch
-        results = {"pipeline": [], "plain": []}  # (seconds, last validation loss) per round
+        cfg = params["models"][name]
+        if cfg["arch"] == "pretrained":
+            try:
+                build_model(cfg, name)
+            except CatdogError as error:  # ResNet18 without its ImageNet file, offline
+                skipped.append(f"{name}: {error}")
+                continue
+        results = {"pipeline": [], "plain": []}
         for round_ in range(args.repeats):
-            sides = [("pipeline", pipeline), ("plain", plain)]
-            for side, run in sides if round_ % 2 == 0 else sides[::-1]:  # alternate, so drifting load hits both
+            sides = ["pipeline", "plain"]
+            for side in sides if round_ % 2 == 0 else sides[::-1]:  # alternate, so drifting load hits both
                 print(f"{name}: {side}, round {round_ + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
-                seed_everything(seed)
-                results[side].append(run(build_model(cfg, name), cfg, train, val, device, seed))
-        images = len(train.x) * args.epochs
-        best = {side: images / min(s for s, _ in r) for side, r in results.items()}
-        median = {side: images / statistics.median(s for s, _ in r) for side, r in results.items()}
-        gap = results["pipeline"][-1][1] - results["plain"][-1][1]  # the same work gives the same model
-        print(f"| {name} | {cfg['input_size']} | {len(train.x)} | {best['pipeline']:.0f} ({median['pipeline']:.0f}) "
-              f"| {best['plain']:.0f} ({median['plain']:.0f}) | {best['pipeline'] / best['plain']:.2f}× "
-              f"| {gap:.1e} |", flush=True)
+                results[side].append(in_fresh_process(side, name, args))
+        images = results["pipeline"][0]["images"]
+        best = {side: images / min(r["seconds"] for r in rs) for side, rs in results.items()}
+        median = {side: images / statistics.median(r["seconds"] for r in rs) for side, rs in results.items()}
+        gap = results["pipeline"][-1]["val_loss"] - results["plain"][-1]["val_loss"]  # same work, same model
+        print(f"| {name} | {cfg['input_size']} | {images // args.epochs} | {best['pipeline']:.0f} "
+              f"({median['pipeline']:.0f}) | {best['plain']:.0f} ({median['plain']:.0f}) "
+              f"| {best['pipeline'] / best['plain']:.2f}× | {gap:.1e} |", flush=True)
     print("\nFrozen pretrained models (freeze: true) are expected far above 1×: the pipeline runs the backbone once\n"
           "over the training and validation images (an empty feature cache every round) and trains the head on\n"
           "the cached features, the plain loop runs the backbone on every batch of every epoch, so their ratio\n"

@@ -1,4 +1,4 @@
-"""The prepared dataset: a stratified split and uint8 arrays on disk, decoded once and memory-mapped afterwards.
+"""The prepared dataset: a stratified split and uint8 arrays on disk, decoded once and read by every later stage.
 
 Layout of data/prepared/:  x{size}_{split}.npy        uint8 (N, 3, size, size)
                            y_{split}.npy              uint8 (N,) class index

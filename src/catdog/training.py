@@ -47,16 +47,17 @@ def pick_device(name: str) -> torch.device:
 @functools.cache  # once per process
 def keep_freed_memory() -> None:
     """Make glibc keep freed memory for the next allocation instead of handing it back to the kernel. By default
-    every block over 128 KiB (a batch, a layer's gradient) is mapped afresh and unmapped again at each step, and
-    every page of it faults on first touch: that doubled the time of a logistic-regression epoch (benchmarks/
-    RESULTS.md). Blocks up to 32 MiB now come from the heap, which keeps up to 1 GiB of freed memory. Elsewhere
-    than glibc (macOS, musl) there is nothing to do."""
+    every block over 128 KiB (a batch, a layer's gradient, an optimizer's temporaries) is mapped afresh and unmapped
+    again at each step, and every page of it faults on first touch: that doubled the time of a logistic-regression
+    epoch and cost a third of a `deeper` or `multitask` step (benchmarks/RESULTS.md). Every block now comes from the
+    heap, which keeps up to 1 GiB of freed memory for the next step. Elsewhere than glibc (macOS, musl) there is
+    nothing to do."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    libc.mallopt(m_mmap_threshold, 32 * 2 ** 20)  # glibc's ceiling for it on 64-bit
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    libc.mallopt(m_mmap_max, 0)  # raising M_MMAP_THRESHOLD would not do: glibc caps it at 32 MiB
     libc.mallopt(m_trim_threshold, 2 ** 30)
 
 
