@@ -13,7 +13,9 @@ Run at the repository root inside .venv after `dvc repro` (it reads data/prepare
 pipeline's progress bars. The plain loop does, each epoch, a shuffled pass of index -> uint8 batch -> float in
 [-1, 1] -> forward -> loss -> backward -> step, then the validation pass the pipeline does (outputs of every
 validation image in batches, loss and accuracy), so both sides do the same work; the pipeline also keeps its
-per-epoch history and the best state (the train stage adds one MLflow call per epoch, not timed here).
+per-epoch history and the best state (the train stage adds one MLflow call per epoch, not timed here). The plain
+loop builds the model's optimizer with PyTorch's defaults (on the CPU Adam loops over the parameters), the
+pipeline as `training.fit` does (Adam fused into one kernel): the same update, in another order of operations.
 
 Every round of each side is a fresh process (this script with --side), as a user's own training script would be:
 it loads the cached tensors, builds the model with the seed and runs one untimed warm-up batch, then times one

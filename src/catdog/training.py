@@ -107,10 +107,11 @@ def as_tensors(x: np.ndarray, y: np.ndarray, brightness: np.ndarray) -> Split:
 
 
 class DevicePolicy:
-    """Where the CUDA path differs from the others, in one place. On CUDA: mixed precision (bf16 where the GPU has
-    it, else fp16 with a gradient scaler), channels-last weights and inputs for convolutional models, and the cached
-    images either resident on the GPU or gathered batch by batch into pinned memory and copied without blocking.
-    Elsewhere (CPU, MPS) it trains in float32 from host memory, as before: CPU runs stay byte-identical."""
+    """Where the devices differ, in one place. On CUDA: mixed precision (bf16 where the GPU has it, else fp16 with a
+    gradient scaler), and the cached images either resident on the GPU or gathered batch by batch into pinned memory
+    and copied without blocking. On CUDA and the CPU: channels-last weights and inputs for convolutional models,
+    the layout cuDNN's and oneDNN's fastest convolutions use (on the CPU: cnn steps 1.45x, mobilenet_v2_finetune
+    1.3x faster, benchmarks/RESULTS.md). The CPU trains in float32 from host memory; MPS as PyTorch's defaults."""
 
     def __init__(self, device, model=None, amp: bool = True):
         keep_freed_memory()
@@ -121,7 +122,8 @@ class DevicePolicy:
             bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
             self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
         convolutional = isinstance(model, nn.Module) and any(isinstance(m, nn.Conv2d) for m in model.modules())
-        self.memory_format = torch.channels_last if self.cuda and convolutional else torch.preserve_format
+        channels_last = convolutional and self.device.type in ("cpu", "cuda")
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
 
     @property
     def precision(self) -> str:
@@ -309,11 +311,12 @@ def _digest(*arrays) -> str:
 @torch.no_grad()
 def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: int = 64,
                       amp: bool = True) -> torch.Tensor:
-    """The backbone's features of every image, computed once per (weights, images, precision) and then read from
-    disk: features of a mixed-precision CUDA run are cached apart from the float32 ones a CPU run reproduces."""
+    """The backbone's features of every image, computed once per (weights, images, precision, memory layout) and
+    then read from disk: features differ in round-off between mixed precision and float32, and between layouts."""
     policy = DevicePolicy(device, backbone, amp)
     key = _digest(*(v.cpu().numpy() for v in backbone.state_dict().values()), x.numpy())
     suffix = "" if policy.amp_dtype is None else f"-{policy.precision}"
+    suffix += "-channels_last" if policy.memory_format == torch.channels_last else ""
     path = repo_root() / FEATURE_CACHE / f"{key}{suffix}.npy"  # the repository's cache, shared by queued experiments
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
