@@ -7,7 +7,7 @@ from torch import nn
 from catdog import CatdogError
 from catdog.config import load_params
 from catdog.models import ARCHITECTURES, MultiTask, build_model
-from catdog.training import Split, fit, losses, seed_everything
+from catdog.training import DevicePolicy, Split, fit, losses, predict, seed_everything
 from conftest import ROOT
 
 MODELS = load_params(ROOT / "params.yaml")["models"]
@@ -96,3 +96,43 @@ def test_multitask_history_carries_both_losses():
 def test_a_model_that_cannot_be_built_is_one_clear_line(changes, message):
     with pytest.raises(CatdogError, match=message):
         build_model({**MODELS["mlp"], **changes}, "bad")
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_cuda_trains_in_bf16_where_the_gpu_has_it_else_fp16(monkeypatch, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    policy = DevicePolicy("cuda", build_model(MODELS["cnn"]))
+    assert policy.amp_dtype == expected and policy.memory_format == torch.channels_last
+    assert DevicePolicy("cuda", amp=False).amp_dtype is None
+    assert DevicePolicy("cpu", build_model(MODELS["cnn"])).amp_dtype is None  # the CPU trains in float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", ["cnn", "multitask", pytest.param("mobilenet_v2_finetune", marks=pytest.mark.slow)])
+def test_the_mixed_precision_loop_trains_float32_weights(monkeypatch, name, dtype):
+    """The CUDA path's training loop where CI can run it: PyTorch's CPU autocast in the dtype CUDA would use, with
+    the gradient scaler for fp16. Forward passes in half precision, losses, weights and outputs in float32."""
+    cfg = {**MODELS[name], "epochs": 10, "batch_size": 8}
+    data = tiny_split(cfg["input_size"])
+
+    def train():
+        seed_everything(0)
+        model = build_model(cfg)
+        return model, fit(model, cfg, data, data, torch.device("cpu"), seed=0).rows
+
+    _, float32_rows = train()
+    init, make_scaler, scalers = DevicePolicy.__init__, DevicePolicy.scaler, []
+
+    def mixed_precision(self, device, model=None, amp=True):
+        init(self, device, model, amp)
+        self.amp_dtype = dtype if amp else None
+    monkeypatch.setattr(DevicePolicy, "__init__", mixed_precision)
+    monkeypatch.setattr(DevicePolicy, "scaler", lambda self: scalers.append(make_scaler(self)) or scalers[-1])
+    model, rows = train()
+
+    assert [s.is_enabled() for s in scalers] == [dtype == torch.float16]
+    assert rows[0]["train_loss"] == pytest.approx(float32_rows[0]["train_loss"], rel=0.05)  # same start, round-off
+    assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"], [row["train_loss"] for row in rows]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    outputs = predict(model, data.x, 8, torch.device("cpu"))
+    assert outputs.dtype == torch.float32 and torch.isfinite(outputs).all()
