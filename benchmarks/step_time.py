@@ -46,12 +46,12 @@ def one_round(name: str, setting: str, steps: int) -> dict:
     model = build_model(cfg, name)
     side, rows = cfg["input_size"], cfg["batch_size"]
     x = torch.randint(0, 256, (rows, 3, side, side), dtype=torch.uint8)
-    fused = {}
     if setting == "pipeline":  # as fit: the layout first, then the optimizer
-        if training.DevicePolicy("cpu", model).memory_format == torch.channels_last:
-            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-        fused = {"fused": True} if "cpu" in training.FUSED.get(cfg["optimizer"], ()) else {}
-    optimizer = training.OPTIMIZERS[cfg["optimizer"]](model.parameters(), lr=cfg["lr"], **fused)
+        policy = training.DevicePolicy("cpu", model)
+        model, x = policy.place(model), x.contiguous(memory_format=policy.memory_format)
+        optimizer = training.make_optimizer(model, cfg, "cpu")
+    else:
+        optimizer = training.OPTIMIZERS[cfg["optimizer"]](model.parameters(), lr=cfg["lr"])
     y = torch.randint(0, 2, (rows,)).float()
 
     def step():

@@ -139,7 +139,7 @@ class DevicePolicy:
         return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def place(self, model):
-        """The model on the device (channels-last if convolutional on CUDA); a NumPy model stays where it is."""
+        """The model on the device, channels-last if convolutional (CUDA, CPU); a NumPy model stays where it is."""
         return model.to(self.device, memory_format=self.memory_format) if isinstance(model, nn.Module) else model
 
     def keep(self, *splits: Split, resident: bool | None = None) -> tuple[Split, ...]:
@@ -166,6 +166,12 @@ class DevicePolicy:
 
     def input(self, images: torch.Tensor) -> torch.Tensor:
         return to_input(images, self.device, self.memory_format)
+
+
+def make_optimizer(model: nn.Module, cfg: dict, device) -> torch.optim.Optimizer:
+    """cfg's optimizer over the model's trainable parameters, as one fused kernel where FUSED has it."""
+    fused = {"fused": True} if torch.device(device).type in FUSED.get(cfg["optimizer"], ()) else {}
+    return OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], **fused)
 
 
 def batch_rows(batch_size, n: int) -> int:
@@ -240,8 +246,7 @@ def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=
         return _fit_head_on_features(model, cfg, train, val, policy.device, seed, on_epoch, amp, resident)
     train_rows, val_rows = policy.keep(train, val, resident=resident)
     network = distributed.wrap(model, policy.device)
-    fused = {"fused": True} if policy.device.type in FUSED.get(cfg["optimizer"], ()) else {}
-    optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], **fused)
+    optimizer = make_optimizer(model, cfg, policy.device)
     scaler = policy.scaler()
     order = torch.Generator().manual_seed(seed)  # batch order depends on the seed alone, not on the device
     augmentation = torch.Generator().manual_seed(seed + 1 + distributed.rank())  # each process its own crops
