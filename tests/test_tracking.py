@@ -68,6 +68,25 @@ def test_a_stage_that_stops_ends_its_run_as_killed_or_failed(tmp_path, error, st
     assert the_run(tmp_path)[1].info.status == status
 
 
+def test_a_signal_while_the_run_ends_waits_until_its_status_is_written(tmp_path):
+    """torchrun stops a failing stage's siblings with SIGTERM: one that already failed and is waiting for its
+    helper must still exit with its run ended, not leave it RUNNING for whoever reads it next."""
+    code, _, stderr = stage_script(tmp_path, """
+        import os, signal, threading
+        def main():
+            with tracking.training_run("deep", {}) as run:
+                for step in range(2000):  # a backlog: the helper writes these for seconds after the error
+                    run.log_metrics({"val_accuracy": 0.5}, step=step)
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # while close() waits
+                raise ValueError("bug")
+        cli.run(main)
+    """)
+    assert code != 0 and "ValueError: bug" in stderr  # the stage's own error, not the signal
+    client, run = the_run(tmp_path)  # read at once: the stage has exited
+    assert run.info.status == "FAILED"
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2000
+
+
 def test_reopening_does_not_change_how_training_ended(tmp_path):
     code, _, stderr = stage_script(tmp_path, """
         with tracking.training_run("deep", {}):

@@ -98,11 +98,17 @@ class Run:
         """End the run as status (FINISHED, FAILED, KILLED) once the helper has logged everything before."""
         self._send(("end", (status,), {}))
         self._helper.stdin.close()
+        # Ctrl-C or SIGTERM waits until the helper has written the status: a stage ending on an error and then told
+        # to stop (torchrun stops the other processes when one fails) would otherwise exit with its run RUNNING,
+        # the status landing later, after the caller has moved on. The wait is bounded, the signal acts after it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             code = self._helper.wait(timeout=HELPER_TIMEOUT)
         except subprocess.TimeoutExpired:
             self._helper.kill()
             raise CatdogError(f"MLflow logging did not finish within {HELPER_TIMEOUT} s; is the store reachable?")
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if code:
             raise CatdogError(f"MLflow logging failed (its helper process exited with {code}, its error is above)")
 
@@ -115,7 +121,8 @@ def _helped(opening: dict):
     try:
         yield run
     except BaseException as error:
-        with contextlib.suppress(CatdogError):  # the stage's own error is the one to report
+        # The stage's own error is the one to report, also when a signal held back during close arrives.
+        with contextlib.suppress(CatdogError, KeyboardInterrupt):
             run.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     run.close("FINISHED")
