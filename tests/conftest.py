@@ -1,7 +1,11 @@
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -79,3 +83,23 @@ def set_params(repo, **dotted) -> None:
             node = node[parent]
         node[leaf] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_process_group(server: subprocess.Popen) -> None:
+    """SIGTERM to a server's process group (started with start_new_session: mlflow and its uvicorn workers),
+    SIGKILL to whatever of it outlives 30 s."""
+    deadline = time.monotonic() + 30
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                os.killpg(server.pid, 0)  # ProcessLookupError once every process of the group is gone
+            time.sleep(0.2)
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)

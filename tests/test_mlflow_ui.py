@@ -26,7 +26,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import ROOT, pipeline_env
+from conftest import ROOT, free_port, pipeline_env, stop_process_group
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed: it is in the test extra, run `bash setup.sh`")
@@ -155,29 +155,10 @@ def store(tmp_path_factory):
     return {"path": path, "uri": uri, "client": client, "experiment": experiment, "runs": runs}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (mlflow and its uvicorn), SIGKILL to whatever of it outlives 30 s."""
-    deadline = time.monotonic() + 30
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                os.killpg(server.pid, 0)  # ProcessLookupError once every process of the group is gone
-            time.sleep(0.2)
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def mlflow_ui(store):
     """The base URL of `mlflow ui` on 127.0.0.1, serving the store; stopped after the module's tests."""
-    port = _free_port()
+    port = free_port()
     log = store["path"] / "mlflow_ui.log"
     env = pipeline_env()
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job runner and its 7 huey workers: pages need none
@@ -204,7 +185,7 @@ def mlflow_ui(store):
             time.sleep(0.5)
         yield base
     finally:
-        _stop(server)
+        stop_process_group(server)
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

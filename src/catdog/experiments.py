@@ -24,6 +24,7 @@ class Experiment:
     baseline: dict                                   # the params of the commit it was run from, flattened
     test: dict = field(default_factory=dict)         # metrics/test.json
     train: dict = field(default_factory=dict)        # metrics/train.json
+    baseline_rev: str = ""                           # the commit it was run from
 
     @property
     def model(self) -> str:
@@ -75,7 +76,8 @@ def finished(all_commits: bool = False) -> tuple[list[Experiment], list[Experime
             if state != "success" or not test or latest.get("error"):  # a running one shows its baseline's metrics
                 not_done.append(Experiment(f"{name} ({state})", latest["rev"], params, baseline))
                 continue
-            done.append(Experiment(name, latest["rev"], params, baseline, test, _file(data, "metrics", TRAIN_METRICS)))
+            done.append(Experiment(name, latest["rev"], params, baseline, test, _file(data, "metrics", TRAIN_METRICS),
+                                   commit["rev"]))
     return done, not_done
 
 

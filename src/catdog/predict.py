@@ -3,7 +3,6 @@ resized exactly as `prepare` does for training (images.load_rgb), then scaled as
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,8 +26,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("paths", nargs="+", type=Path, metavar="IMAGE|FOLDER",
                         help="image files, or folders searched recursively (hidden files and folders skipped)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", type=Path, metavar="PATH",
-                        help=f"a checkpoint file (default: {MODEL_FILE} of this repository)")
+    source.add_argument("--model", metavar="PATH|URI",
+                        help=f"a checkpoint file (default: {MODEL_FILE} of this repository), or an MLflow Model "
+                             "URI: models:/catdog@champion, models:/catdog/3, runs:/RUN_ID/model")
     source.add_argument("--run-id", metavar="ID", help=f"the checkpoint this MLflow run logged ({RUN_ARTIFACT})")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     parser.add_argument("--device", choices=DEVICES, default="auto")
@@ -45,27 +45,29 @@ def read_checkpoint(path: Path) -> tuple[dict, object]:
 def run_checkpoint(run_id: str) -> tuple[dict, object]:
     """The checkpoint an MLflow run logged, from the store the pipeline logs to."""
     from mlflow.exceptions import MlflowException  # late: mlflow takes seconds to import
-    from mlflow.tracking import MlflowClient
 
-    from catdog.tracking import store
+    from catdog.registry import client, mlflow_error
 
-    uri, _ = store()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        # MLflow would create an empty store there and then not find the run
-        raise CatdogError(f"no MLflow store at {uri}: run from the repository root, or set MLFLOW_TRACKING_URI")
-    client = MlflowClient(uri)
+    mlflow_client, uri = client()
     try:
-        client.get_run(run_id)
+        mlflow_client.get_run(run_id)
     except MlflowException as error:
-        raise CatdogError(f"cannot find MLflow run {run_id} in {uri}: {error.message.splitlines()[0]}") from None
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar on stderr
+        raise mlflow_error(error, uri, f"cannot find MLflow run {run_id} in {uri}") from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client.download_artifacts(run_id, RUN_ARTIFACT, tmp)
+            path = mlflow_client.download_artifacts(run_id, RUN_ARTIFACT, tmp)
         except (MlflowException, OSError):
             raise CatdogError(f"MLflow run {run_id} has no artifact {RUN_ARTIFACT}: "
                               "it is not a training run, or it did not finish") from None
         return read_checkpoint(Path(path))
+
+
+def model_checkpoint(model_uri: str) -> tuple[dict, object]:
+    """The checkpoint inside an MLflow Model: what the served model runs, so the same predictions."""
+    from catdog.registry import download_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return read_checkpoint(download_checkpoint(model_uri, tmp))
 
 
 def list_inputs(paths: list[Path]) -> list[tuple[Path, str | None]]:
@@ -109,8 +111,10 @@ def main(argv: list[str]) -> None:
         raise CatdogError(f"--batch-size {args.batch_size} must be at least 1")
     if args.run_id:
         checkpoint, model = run_checkpoint(args.run_id)
+    elif args.model and args.model.startswith(("models:/", "runs:/")):
+        checkpoint, model = model_checkpoint(args.model)
     else:
-        checkpoint, model = read_checkpoint(args.model or repo_root() / MODEL_FILE)
+        checkpoint, model = read_checkpoint(Path(args.model) if args.model else repo_root() / MODEL_FILE)
     try:
         device = pick_device(args.device)
     except CatdogError:

@@ -94,6 +94,10 @@ class Run:
     def log_dict(self, dictionary: dict, artifact_file: str) -> None:
         self._send(("log_dict", (dictionary, artifact_file), {}))
 
+    def log_model(self, checkpoint, example) -> None:
+        """The checkpoint as the run's MLflow Model (catdog.mlflow_model); example: one (3, s, s) uint8 image."""
+        self._send(("log_model", (str(checkpoint), example), {}))
+
     def close(self, status: str) -> None:
         """End the run as status (FINISHED, FAILED, KILLED) once the helper has logged everything before."""
         self._send(("end", (status,), {}))
@@ -222,7 +226,12 @@ def _serve(stream) -> None:
             if name == "end":
                 status = args[0]
                 break
-            if run is not None:
+            if run is not None and name == "log_model":
+                from catdog import mlflow_model
+
+                checkpoint, example = args
+                mlflow_model.log(checkpoint, mlflow_model.example_image(example))
+            elif run is not None:
                 getattr(mlflow, name)(*args, **kwargs)
     finally:
         if run is not None:

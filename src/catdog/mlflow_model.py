@@ -1,0 +1,101 @@
+"""Every trained model as an MLflow Model: a pyfunc that takes what a client has, image bytes, and gives labels.
+
+`mlflow.pyfunc.load_model("runs:/<id>/model")`, `models:/catdog@champion` and `mlflow models serve` all run the
+same code as `catdog predict`: the checkpoint that `train` wrote, this package (logged with it as `code_paths`,
+so it loads in a fresh Python outside the repository) and predict.classify, which decodes, converts and resizes
+each image as `prepare` does and scales it as training does.
+
+Input: a column `image` of base64-encoded image files (JPEG, PNG, ...). Output: per image `label` and `p_dog`,
+the probability of the positive class (the second class name, `dog` on the embedded data).
+"""
+
+import base64
+import binascii
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+
+ARTIFACT_PATH = "model"      # runs:/<run id>/model
+CHECKPOINT = "checkpoint"    # its artifact key; the file lands as artifacts/model.pt in the model folder
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image")]),
+                           outputs=Schema([ColSpec("string", "label"), ColSpec("double", "p_dog")]))
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "tqdm", "mlflow")
+
+
+class CatdogModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from catdog.models import load_checkpoint
+
+        self.checkpoint, self.model = load_checkpoint(context.artifacts[CHECKPOINT])
+        self.model.eval()
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+        import torch
+
+        from catdog.predict import classify
+
+        sources = []
+        for i, text in enumerate(model_input["image"]):
+            try:
+                sources.append((io.BytesIO(base64.b64decode(text, validate=True)), None))
+            except (binascii.Error, TypeError, ValueError):
+                raise MlflowException(f"image {i} is not base64: send each image file base64-encoded in the "
+                                      "column `image`", INVALID_PARAMETER_VALUE) from None
+        rows = classify(self.model, sources, self.checkpoint, torch.device("cpu"), batch_size=64)
+        # Pillow names the file it could not read: here the payload's BytesIO object, which tells a client nothing.
+        bad = [(i, row["error"].replace(f" {source!r}", "")) for i, ((source, _), row) in enumerate(zip(sources, rows))
+               if "error" in row]
+        if bad:
+            raise MlflowException("; ".join(f"image {i} is not a readable image ({error})" for i, error in bad)
+                                  + ": send JPEG, PNG, BMP, GIF, WebP or TIFF files", INVALID_PARAMETER_VALUE)
+        positive = self.checkpoint["classes"][1]
+        return pd.DataFrame({"label": [row["label"] for row in rows],
+                             "p_dog": [row["probabilities"][positive] for row in rows]})
+
+
+def encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def example_image(array) -> bytes:
+    """A (3, s, s) uint8 image as PNG bytes: the logged input example, a real image of the data."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array.transpose(1, 2, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def requirements() -> list[str]:
+    """The installed versions, pinned: given rather than inferred (MLflow would load the model to infer them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pass
+    return pins
+
+
+def log(checkpoint: str, example: bytes | None = None):
+    """Log the checkpoint as the active run's MLflow Model `model` (a LoggedModel: the UI's Models column)."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / "catdog"  # the sources alone, without __pycache__
+        shutil.copytree(Path(__file__).resolve().parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT_PATH, python_model=CatdogModel(), artifacts={CHECKPOINT: checkpoint},
+            code_paths=[str(package)], signature=SIGNATURE,
+            input_example=pd.DataFrame({"image": [encode(example)]}) if example is not None else None,
+            pip_requirements=requirements())
