@@ -9,13 +9,10 @@ If Chromium or chromedriver is missing, the set-up installs them with apt-get wh
 passwordless sudo, and otherwise skips, naming the packages to install.
 """
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,10 +44,12 @@ CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 
 # Run names as DVC names experiments; each run logs what the pipeline logs for a model (a short history).
 RUNS = {
-    "tawny-lynx": {"params": {"model": "cnn", "lr": 0.001, "batch_size": 32, "epochs": 3, "seed": 42},
-                   "val_accuracy": [0.712, 0.861, 0.934], "test_accuracy": 0.9583},
     "droll-hound": {"params": {"model": "logistic", "lr": 0.01, "batch_size": 32, "epochs": 3, "seed": 42},
-                    "val_accuracy": [0.513, 0.538, 0.529], "test_accuracy": 0.5542},
+                    "val_accuracy": [0.513, 0.538, 0.529], "test_accuracy": 0.5542,
+                    "test": {"test_f1": 0.5121, "test_roc_auc": 0.5873}, "train_seconds": 1.37},
+    "tawny-lynx": {"params": {"model": "cnn", "lr": 0.001, "batch_size": 32, "epochs": 3, "seed": 42},
+                   "val_accuracy": [0.712, 0.861, 0.934], "test_accuracy": 0.9583,
+                   "test": {"test_f1": 0.9576, "test_roc_auc": 0.9912}, "train_seconds": 108.4},
 }
 
 # What `dvc exp run` does for each of them, in a process of its own: `train` opens the run through
@@ -64,9 +63,9 @@ for name, run in json.loads(sys.argv[1]).items():
     with training_run(run["params"]["model"], run["params"]) as logged:
         for epoch, accuracy in enumerate(run["val_accuracy"], start=1):
             logged.log_metrics({"val_accuracy": accuracy, "train_loss": 1.0 / epoch}, step=epoch)
-        logged.log_metrics({"best_val_accuracy": max(run["val_accuracy"])})
+        logged.log_metrics({"best_val_accuracy": max(run["val_accuracy"]), "train_seconds": run["train_seconds"]})
     with resumed_run() as reopened:
-        reopened.log_metrics({"test_accuracy": run["test_accuracy"]})
+        reopened.log_metrics({"test_accuracy": run["test_accuracy"], **run["test"]})
 """
 
 
@@ -118,8 +117,8 @@ def chromium():
     return found
 
 
-@pytest.fixture(scope="module")
-def browser(chromium, tmp_path_factory):
+def _start_browser(chromium, tmp_path_factory):
+    """Headless Chromium with a new, empty profile (no localStorage, no cookies)."""
     binary, driver_path = chromium
     options = webdriver.ChromeOptions()
     options.binary_location = binary  # with the driver's path too, Selenium Manager never goes online
@@ -132,6 +131,20 @@ def browser(chromium, tmp_path_factory):
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         pytest.fail(f"headless {binary} did not start through {driver_path}: {error.msg}\n{tail}")
     driver.set_page_load_timeout(RENDER_DEADLINE)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(chromium, tmp_path_factory):
+    driver = _start_browser(chromium, tmp_path_factory)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def fresh_browser(chromium, tmp_path_factory):
+    """A browser of its own, that no test has written state into."""
+    driver = _start_browser(chromium, tmp_path_factory)
     yield driver
     driver.quit()
 
@@ -225,7 +238,7 @@ def _grid_rows(driver) -> list[str]:
             const index = part.getAttribute('row-index');
             rows[index] = (rows[index] || '') + '\\n' + part.innerText;
         }
-        return Object.values(rows);""") or [])
+        return Object.keys(rows).sort((a, b) => a - b).map(index => rows[index]);  // top row first""") or [])
 
 
 def _screenshot(driver, path: Path) -> Path:
@@ -305,3 +318,32 @@ def test_a_run_page_shows_its_metrics_and_params(store, mlflow_ui, browser, scre
                 f"run {name} with " + ", ".join(f"{key} {value}" for key, value in wanted.items()),
                 screenshot)
     _screenshot(browser, screenshot)
+
+
+def test_catdog_ui_opens_on_the_comparison_in_a_fresh_browser(store, mlflow_ui, fresh_browser, screenshots):
+    """No click and no browser storage: the URL `catdog ui` prints asks for the Model training view and the
+    comparison the server keeps as an experiment tag; the columns and each run's values are shown, best first."""
+    port = mlflow_ui.rsplit(":", 1)[1]
+    env = {**pipeline_env(), "DVC_ROOT": str(store["path"]), "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-m", "catdog", "ui", "--print-url", "--port", port], cwd=store["path"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip().split(": ", 1)[1]
+    assert url.startswith(f"{mlflow_ui}/#/experiments/{store['experiment'].experiment_id}/runs?")
+    assert "workflowType=machine_learning" in url and "viewStateShareKey=catdog-compare" in url
+    fresh_browser.get(url)
+    screenshot = screenshots / "mlflow_ui_compare.png"
+    headers = ["model", "test_accuracy", "best_val_accuracy", "test_f1", "test_roc_auc", "train_seconds"]
+    values = {name: [run["params"]["model"], run["test_accuracy"], max(run["val_accuracy"]), run["test"]["test_f1"],
+                     run["test"]["test_roc_auc"], run["train_seconds"]] for name, run in RUNS.items()}
+
+    def every_column_and_value_shown(text):
+        rows = _grid_rows(fresh_browser)
+        return all(h in text for h in headers) and all(
+            any(name in row and all(str(v) in row for v in vals) for row in rows) for name, vals in values.items())
+    _wait_until(fresh_browser, every_column_and_value_shown,
+                f"the columns {headers} with each run's values {values}", screenshot)
+    order = [next(name for name in RUNS if name in row) for row in _grid_rows(fresh_browser)]
+    best_first = sorted(RUNS, key=lambda name: -RUNS[name]["test_accuracy"])
+    assert order == best_first, f"rows in the order {order}, not by test accuracy ({best_first})"
+    _screenshot(fresh_browser, screenshot)

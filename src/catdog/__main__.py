@@ -3,6 +3,9 @@
     catdog predict IMAGE|FOLDER ...    classify your own photos with a trained model
     catdog leaderboard                 every experiment's test accuracy as a Markdown table + overlaid curves
     catdog best --sweep NAME           the grid point with the best validation accuracy, and its test accuracy
+    catdog register [--sweep NAME]     that experiment's MLflow Model as version N of `catdog`, alias champion
+    catdog ui                          the MLflow UI on the runs table, the compared metrics shown
+    catdog export --format onnx        the trained model as models/model.onnx, checked in ONNX Runtime
 """
 
 import importlib
@@ -10,7 +13,8 @@ import sys
 
 from catdog import cli
 
-COMMANDS = {"predict": "catdog.predict", "leaderboard": "catdog.leaderboard", "best": "catdog.sweep"}
+COMMANDS = {"predict": "catdog.predict", "leaderboard": "catdog.leaderboard", "best": "catdog.sweep",
+            "register": "catdog.registry", "ui": "catdog.ui", "export": "catdog.export"}
 
 
 def main(argv=None) -> None:
