@@ -110,8 +110,9 @@ def register(experiment: Experiment, name: str = REGISTERED_MODEL, alias: str = 
         except MlflowException:
             mlflow_client.create_registered_model(name, description="catdog's cat/dog classifiers; "
                                                   f"@{alias} is the best by validation accuracy")
-        version = mlflow_client.create_model_version(name, f"models:/{models[-1].model_id}", run.info.run_id,
-                                                     tags=tags)
+        model_id = models[-1].model_id
+        version = mlflow_client.create_model_version(name, f"models:/{model_id}", run.info.run_id, tags=tags,
+                                                     model_id=model_id)  # a tracking server asks for both
         try:
             mlflow_client.set_registered_model_alias(name, alias, version.version)
         except BaseException:
