@@ -84,7 +84,8 @@ def test_a_signal_while_the_run_ends_waits_until_its_status_is_written(tmp_path)
     assert code != 0 and "ValueError: bug" in stderr  # the stage's own error, not the signal
     client, run = the_run(tmp_path)  # read at once: the stage has exited
     assert run.info.status == "FAILED"
-    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2000
+    # A failed run skips the calls still queued (the helper is told so): its status lands first.
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) < 2000
 
 
 def test_reopening_does_not_change_how_training_ended(tmp_path):

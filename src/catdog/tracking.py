@@ -22,6 +22,7 @@ from catdog import CatdogError
 from catdog.paths import RUN_FILE, repo_root
 
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "catdog")
+ABANDON = signal.SIGUSR1  # stage -> helper: skip the calls still queued, end the run
 HELPER_TIMEOUT = 600  # seconds a finished stage waits for its helper to log what it was sent (artifacts included)
 
 
@@ -40,7 +41,13 @@ _started = None  # the helper start_helper started, until a run takes it
 def _helper_process() -> subprocess.Popen:
     src = str(Path(__file__).resolve().parents[1])  # this checkout's catdog, as the stage scripts use
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (src, os.environ.get("PYTHONPATH"))))}
-    return subprocess.Popen([sys.executable, "-m", "catdog.tracking"], stdin=subprocess.PIPE, env=env)
+    # Started with ABANDON blocked (a child inherits the mask): one sent before the helper has set its handler waits
+    # for it instead of killing it.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {ABANDON})
+    try:
+        return subprocess.Popen([sys.executable, "-m", "catdog.tracking"], stdin=subprocess.PIPE, env=env)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def start_helper() -> None:
@@ -99,7 +106,12 @@ class Run:
         self._send(("log_model", (str(checkpoint), example), {}))
 
     def close(self, status: str) -> None:
-        """End the run as status (FINISHED, FAILED, KILLED) once the helper has logged everything before."""
+        """End the run as status (FINISHED, FAILED, KILLED) once the helper has logged everything before; a run
+        that failed or was stopped skips what the helper has not logged yet. A slow store can leave hundreds of
+        calls queued, and a stage that is being stopped has seconds (torchrun kills it 30 s after SIGTERM): its
+        status must land first."""
+        if status != "FINISHED" and self._helper.poll() is None:
+            self._helper.send_signal(ABANDON)
         self._send(("end", (status,), {}))
         self._helper.stdin.close()
         # Ctrl-C or SIGTERM waits until the helper has written the status: a stage ending on an error and then told
@@ -206,6 +218,9 @@ def _open(mlflow, opening: dict):
     return run, None
 
 
+_abandoned = []  # set by ABANDON: the stage failed or was stopped; skip the queued calls and end the run
+
+
 def _serve(stream) -> None:
     """Open the run the first message asks for, make each call that follows, and end the run with the status of
     the last message; a stage that dies without one (killed outright) leaves it FAILED."""
@@ -226,12 +241,14 @@ def _serve(stream) -> None:
             if name == "end":
                 status = args[0]
                 break
-            if run is not None and name == "log_model":
+            if run is None or _abandoned:
+                continue
+            if name == "log_model":
                 from catdog import mlflow_model
 
                 checkpoint, example = args
                 mlflow_model.log(checkpoint, mlflow_model.example_image(example))
-            elif run is not None:
+            else:
                 getattr(mlflow, name)(*args, **kwargs)
     finally:
         if run is not None:
@@ -245,6 +262,8 @@ if __name__ == "__main__":
     # Ctrl-C in a terminal reaches the whole process group: the stage decides how its run ends, and says so.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(ABANDON, lambda signum, frame: _abandoned.append(signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABANDON})
     try:
         _serve(sys.stdin.buffer)
         gc.freeze()  # the interpreter's last garbage collections would walk all of MLflow's objects: ~0.7 s, waited on
