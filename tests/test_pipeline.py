@@ -16,7 +16,7 @@ def runs_by_model(repo):
     return client, {r.data.tags["model"]: r for r in client.search_runs([experiment.experiment_id])}
 
 
-def test_repro_then_experiments_are_all_tracked(tmp_path):
+def test_repro_then_experiments_are_all_tracked(tmp_path, monkeypatch):
     repo = copy_repo(tmp_path / "repo")
     result = run(["dvc", "repro"], repo)
     for stage in ("generate", "prepare", "train", "evaluate", "plot"):
@@ -50,7 +50,11 @@ def test_repro_then_experiments_are_all_tracked(tmp_path):
     assert logistic.data.tags["git_commit"] == head
     artifacts = {a.path for a in client.list_artifacts(logistic.info.run_id, "plots")}
     assert artifacts == pngs
-    assert [a.path for a in client.list_artifacts(logistic.info.run_id, "model")] == ["model/model.pt"]
+    assert logistic.outputs.model_outputs  # the MLflow Model `model`, which holds the checkpoint
+    from catdog.registry import download_checkpoint
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    checkpoint = download_checkpoint(f"runs:/{logistic.info.run_id}/model", str(tmp_path / "model"))
+    assert checkpoint.read_bytes() == (repo / "models/model.pt").read_bytes()
 
     # Switching models trains again without preparing the data again.
     result = run(["dvc", "exp", "run", "-n", "try-multitask", "-S", "model=multitask"], repo)

@@ -18,7 +18,7 @@ from catdog.models import load_checkpoint
 from catdog.paths import MODEL_FILE, repo_root
 from catdog.training import pick_device, predict
 
-RUN_ARTIFACT = "model/model.pt"  # where src/stages/train.py logs the checkpoint in its MLflow run
+RUN_ARTIFACT = "model/model.pt"  # where src/stages/train.py logged the checkpoint before it logged an MLflow Model
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,7 +46,7 @@ def run_checkpoint(run_id: str) -> tuple[dict, object]:
     """The checkpoint an MLflow run logged, from the store the pipeline logs to."""
     from mlflow.exceptions import MlflowException  # late: mlflow takes seconds to import
 
-    from catdog.registry import client, mlflow_error
+    from catdog.registry import client, download_checkpoint, mlflow_error
 
     mlflow_client, uri = client()
     try:
@@ -54,10 +54,14 @@ def run_checkpoint(run_id: str) -> tuple[dict, object]:
     except MlflowException as error:
         raise mlflow_error(error, uri, f"cannot find MLflow run {run_id} in {uri}") from None
     with tempfile.TemporaryDirectory() as tmp:
-        try:
+        try:  # the run's MLflow Model, which holds the checkpoint
+            return read_checkpoint(download_checkpoint(f"runs:/{run_id}/model", tmp))
+        except CatdogError:
+            pass
+        try:  # a run logged before catdog logged MLflow Models
             path = mlflow_client.download_artifacts(run_id, RUN_ARTIFACT, tmp)
         except (MlflowException, OSError):
-            raise CatdogError(f"MLflow run {run_id} has no artifact {RUN_ARTIFACT}: "
+            raise CatdogError(f"MLflow run {run_id} has no artifact {RUN_ARTIFACT} and no MLflow Model: "
                               "it is not a training run, or it did not finish") from None
         return read_checkpoint(Path(path))
 

@@ -66,8 +66,7 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
                    "n_parameters": sum(p.numel() for p in model.parameters())}
         write_json(TRAIN_METRICS, summary)
         run.log_metrics({k: summary[k] for k in ("best_epoch", "best_val_accuracy", "train_seconds")})
-        run.log_artifact(MODEL_FILE, artifact_path="model")
-        run.log_model(MODEL_FILE, example=val.x[0].numpy())  # an MLflow Model: mlflow.pyfunc, serving, registry
+        run.log_model(MODEL_FILE, example=val.x[0].numpy())  # the MLflow Model `model`, the checkpoint inside
         run.log_artifact(HISTORY_FILE)
         run.log_dict(report(load_manifest()), "data_report.json")
     print(f"{name}: best val accuracy {best['val_accuracy']:.4f} at epoch {history.best_epoch}/{cfg['epochs']}, "
