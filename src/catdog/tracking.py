@@ -177,8 +177,14 @@ def _experiment_id(mlflow) -> str:
             return experiment.experiment_id
         # MLflow 3's experiment kind: model training, not GenAI (the 3.17 UI may still open on its GenAI view,
         # README says where to click).
-        return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
-                                        tags={"mlflow.experimentKind": "custom_model_development"})
+        try:
+            return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
+        except mlflow.exceptions.MlflowException as error:
+            # Two queued experiments on one tracking server (no file lock between machines): the other one made it.
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
 def _git_commit() -> str:
