@@ -29,7 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     source.add_argument("--model", metavar="PATH|URI",
                         help=f"a checkpoint file (default: {MODEL_FILE} of this repository), or an MLflow Model "
                              "URI: models:/catdog@champion, models:/catdog/3, runs:/RUN_ID/model")
-    source.add_argument("--run-id", metavar="ID", help=f"the checkpoint this MLflow run logged ({RUN_ARTIFACT})")
+    source.add_argument("--run-id", metavar="ID", help=f"the checkpoint in this MLflow run's MLflow Model (or {RUN_ARTIFACT} of older runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--batch-size", type=int, default=64, help="images decoded and classified at once")
