@@ -24,6 +24,20 @@ def write_image(path: Path, colour, size=(40, 30), fmt=None, mode="RGB") -> None
     Image.fromarray(pixels).convert(mode).save(path, format=fmt)
 
 
+@pytest.fixture(autouse=True)
+def no_mlflow_store_leaks(monkeypatch):
+    """A test that sets MLflow's process-wide store (mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI)
+    must not point the next tests at its temporary store."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    tracking_utils._tracking_uri = None
+    registry_utils._registry_uri = None
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """An ImageFolder layout: 10 dark cats, 10 bright dogs, of mixed sizes, formats and modes."""

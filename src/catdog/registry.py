@@ -32,6 +32,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 def client():
     """A client of the store the pipeline logs to; one line if it is missing or unreachable."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from catdog.tracking import store
@@ -40,7 +41,11 @@ def client():
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # MLflow would create an empty store there and then find nothing in it
         raise CatdogError(f"no MLflow store at {uri}: run from the repository root, or set MLFLOW_TRACKING_URI")
-    return MlflowClient(uri), uri
+    # Parts of MLflow ignore a passed tracking_uri (runs:/ID/model looks the logged model up in the process-wide
+    # store), so the process-wide store must be this one too.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, registry_uri=uri), uri
 
 
 def mlflow_error(error: Exception, uri: str, what: str) -> CatdogError:
