@@ -37,8 +37,12 @@ def test_leaderboard_ranks_by_test_accuracy_then_validation_then_name():
                    experiment("tie-a", 0.8, 0.7), experiment("tie-val", 0.8, 0.75)]
     assert [e.name for e in ranked(experiments)] == ["top", "tie-val", "tie-a", "tie-b", "low"]
     lines = table(ranked(experiments)).splitlines()
-    assert len(lines) == 2 + len(experiments) and all(line.count("|") == 10 for line in lines)
+    assert len(lines) == 2 + len(experiments) and all(line.count("|") == 12 for line in lines)
     assert lines[2].startswith("| 1 | top | `logistic` | defaults | **0.950** |") and "0.600 (3)" in lines[2]
+    assert lines[2].endswith("| – | – | 12 s |")  # measured without animal boxes: no localisation figures
+    located = experiment("boxes", 0.5, 0.5)
+    located.test.update(pointing_game=0.25, attribution_in_box=0.31, box_area_share=0.17)
+    assert table([located]).splitlines()[2].endswith("| 0.250 | 0.310 (0.170) | 12 s |")
 
 
 def test_best_grid_point_is_chosen_on_validation_never_on_test():

@@ -1,6 +1,7 @@
 """`catdog <command>` (or `python -m catdog <command>`): the project's commands beside the DVC stages.
 
     catdog predict IMAGE|FOLDER ...    classify your own photos with a trained model
+    catdog explain IMAGE|FOLDER --out DIR   where the model looks in them: a heatmap over each
     catdog leaderboard                 every experiment's test accuracy as a Markdown table + overlaid curves
     catdog best --sweep NAME           the grid point with the best validation accuracy, and its test accuracy
     catdog register [--sweep NAME]     that experiment's MLflow Model as version N of `catdog`, alias champion
@@ -13,7 +14,7 @@ import sys
 
 from catdog import cli
 
-COMMANDS = {"predict": "catdog.predict", "leaderboard": "catdog.leaderboard", "best": "catdog.sweep",
+COMMANDS = {"predict": "catdog.predict", "explain": "catdog.explain", "leaderboard": "catdog.leaderboard", "best": "catdog.sweep",
             "register": "catdog.registry", "ui": "catdog.ui", "export": "catdog.export"}
 
 

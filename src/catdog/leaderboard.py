@@ -30,13 +30,17 @@ def _number(value, digits=3) -> str:
 
 def table(experiments: list[Experiment]) -> str:
     lines = ["| rank | experiment | model | changed params | test accuracy | F1 | ROC AUC "
-             "| best val accuracy (epoch) | train time |", "|---|---|---|---|---|---|---|---|---|"]
+             "| best val accuracy (epoch) | pointing game | attribution in box (chance) | train time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, e in enumerate(experiments, 1):
         val = f"{_number(e.train.get('best_val_accuracy'))} ({e.train.get('best_epoch', '–')})"
         seconds = e.train.get("train_seconds")
+        in_box = "–" if e.test.get("attribution_in_box") is None else \
+            f"{_number(e.test['attribution_in_box'])} ({_number(e.test.get('box_area_share'))})"
         lines.append(f"| {rank} | {e.name} | `{e.model}` | {settings_text(e.settings())} "
                      f"| **{_number(e.test['accuracy'])}** | {_number(e.test.get('f1'))} "
-                     f"| {_number(e.test.get('roc_auc'))} | {val} | {'–' if seconds is None else f'{seconds:.0f} s'} |")
+                     f"| {_number(e.test.get('roc_auc'))} | {val} | {_number(e.test.get('pointing_game'))} "
+                     f"| {in_box} | {'–' if seconds is None else f'{seconds:.0f} s'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,7 @@ NAME_WIDTH = 26  # characters of a file name under a gallery image
 CALIBRATION_COLUMNS = ("bin_low", "bin_high", "mean_predicted_probability", "fraction_of_positives", "count")
 
 
-def _save(fig, path: Path) -> None:
+def save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -56,7 +56,7 @@ def training_curves(history: list[dict], title: str, path: Path) -> None:
         ax.legend(loc=corner)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
-    _save(fig, path)
+    save(fig, path)
 
 
 def confusion_matrix(actual: list[str], predicted: list[str], classes: list[str], title: str, path: Path) -> None:
@@ -69,7 +69,7 @@ def confusion_matrix(actual: list[str], predicted: list[str], classes: list[str]
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
            xlabel="predicted", ylabel="actual", title=title)
     fig.colorbar(image, ax=ax)
-    _save(fig, path)
+    save(fig, path)
 
 
 def most_confident_errors(rows: list[dict], n: int = GALLERY_SIZE) -> list[int]:
@@ -117,7 +117,7 @@ def misclassified_gallery(rows: list[dict], images, classes: list[str], title: s
                 ha="center", va="center", fontsize=12)
         ax.axis("off")
         ax.set_title(title)
-        _save(fig, path)
+        save(fig, path)
         return
     columns = min(len(chosen), GALLERY_COLUMNS)
     lines = math.ceil(len(chosen) / columns)
@@ -132,7 +132,7 @@ def misclassified_gallery(rows: list[dict], images, classes: list[str], title: s
                      f"P({row['predicted']}) = {confidence:.3f}", fontsize=9)
     fig.suptitle(f"{title}: the {len(chosen)} most confident of {errors} errors ({len(rows)} images)")
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def probability_histogram(rows: list[dict], classes: list[str], title: str, path: Path) -> None:
@@ -154,7 +154,7 @@ def probability_histogram(rows: list[dict], classes: list[str], title: str, path
     ax.grid(axis="y", alpha=0.3)
     # Below the axes: bars may stand anywhere, crowded at 0.5 or at both ends, and a legend would hide some.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=9, frameon=False)
-    _save(fig, path)
+    save(fig, path)
 
 
 def calibration_curve(rows: list[dict], classes: list[str], title: str, path: Path) -> None:
@@ -178,7 +178,7 @@ def calibration_curve(rows: list[dict], classes: list[str], title: str, path: Pa
                  ylabel="images", ylim=(0, max(b["count"] for b in bins) * 1.3))
     count_ax.yaxis.get_major_locator().set_params(integer=True)
     fig.align_ylabels()
-    _save(fig, path)
+    save(fig, path)
 
 
 def validation_curves(curves: list[tuple[str, list[dict]]], title: str, path: Path) -> None:
@@ -200,4 +200,4 @@ def validation_curves(curves: list[tuple[str, list[dict]]], title: str, path: Pa
            ylim=(min(0.4, ax.get_ylim()[0]), 1.02))
     ax.grid(alpha=0.3, which="both" if log_x else "major")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False)
-    _save(fig, path)
+    save(fig, path)

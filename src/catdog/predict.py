@@ -74,6 +74,22 @@ def model_checkpoint(model_uri: str) -> tuple[dict, object]:
         return read_checkpoint(download_checkpoint(model_uri, tmp))
 
 
+def load_model(model: str | None, run_id: str | None) -> tuple[dict, object]:
+    """The checkpoint and model of --model (a file or an MLflow Model URI) or --run-id, else this repository's."""
+    if run_id:
+        return run_checkpoint(run_id)
+    if model and model.startswith(("models:/", "runs:/")):
+        return model_checkpoint(model)
+    return read_checkpoint(Path(model) if model else repo_root() / MODEL_FILE)
+
+
+def device_arg(name: str):
+    try:
+        return pick_device(name)
+    except CatdogError:
+        raise CatdogError(f"--device {name}: no such device here; use auto or cpu") from None
+
+
 def list_inputs(paths: list[Path]) -> list[tuple[Path, str | None]]:
     """(file, None) per image to classify and (path, reason) per path that gives none, in the order given; a
     folder gives its images sorted, skipping hidden files and folders as prepare does."""
@@ -113,16 +129,8 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.batch_size < 1:
         raise CatdogError(f"--batch-size {args.batch_size} must be at least 1")
-    if args.run_id:
-        checkpoint, model = run_checkpoint(args.run_id)
-    elif args.model and args.model.startswith(("models:/", "runs:/")):
-        checkpoint, model = model_checkpoint(args.model)
-    else:
-        checkpoint, model = read_checkpoint(Path(args.model) if args.model else repo_root() / MODEL_FILE)
-    try:
-        device = pick_device(args.device)
-    except CatdogError:
-        raise CatdogError(f"--device {args.device}: no such device here; use auto or cpu") from None
+    checkpoint, model = load_model(args.model, args.run_id)
+    device = device_arg(args.device)
     model.to(device)
 
     items = list_inputs(args.paths)
