@@ -5,6 +5,7 @@ from pathlib import Path
 
 PARAMS_CHECKED = Path("data/params.ok")        # check: the other stages depend on it, so it runs first
 SYNTHETIC_DIR = Path("data/synthetic")         # generate
+SYNTHETIC_BOXES = Path("data/synthetic_boxes.csv")  # generate: the animal's box in each image, beside the folder
 PREPARED_DIR = Path("data/prepared")           # prepare
 DATA_REPORT = Path("metrics/data_report.json") # prepare: images used, skipped (with reasons), duplicates
 MODEL_FILE = Path("models/model.pt")           # train: best-on-validation checkpoint

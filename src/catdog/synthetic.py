@@ -20,9 +20,16 @@ on raw pixels stays near chance while a small CNN learns it:
 
 Each image has its own RNG seeded by (seed, class, index), so the output is
 byte-identical for a given seed whatever the number of worker processes.
+
+Each image also comes with the animal's bounding box (write_boxes): the union of
+every part drawn as the animal, occluded or not, never the occluder, clipped to
+the canvas.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import math
 import pathlib
 from multiprocessing import get_context
@@ -30,8 +37,11 @@ from multiprocessing import get_context
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from catdog.io import write_text
+
 CLASSES = ("cat", "dog")
 SS = 2  # supersampling factor: draw at 2x, downsample for anti-aliasing
+BOX_COLUMNS = ("file", "sha256", "width", "height", "x0", "y0", "x1", "y1")  # what dataset.read_boxes reads
 
 # One fur palette for both classes (black, greys, browns, ginger, cream, white).
 FUR = np.array([[25, 22, 20], [70, 66, 62], [125, 120, 115], [190, 188, 185],
@@ -107,8 +117,30 @@ def _fur_layer(rng, w, h, fur, scale):
     return layer
 
 
+class _AnimalDraw:
+    """Draws on the image and, in white, on the animal's extent mask. Each call's arguments (some draw from the
+    RNG) are evaluated once, as before, so the RNG and the image stay exactly what they were without the mask."""
+
+    def __init__(self, img, extent):
+        self.img, self.extent = ImageDraw.Draw(img), ImageDraw.Draw(extent)
+
+    def polygon(self, xy, fill=None, outline=None, width=1):
+        self.img.polygon(xy, fill=fill, outline=outline, width=width)
+        # fill and outline apart: given both as 255, PIL would draw the fill only, and a wide outline is not
+        # guaranteed to stay inside it
+        if fill is not None:
+            self.extent.polygon(xy, fill=255)
+        if outline is not None:
+            self.extent.polygon(xy, outline=255, width=width)
+
+    def line(self, xy, fill=None, width=0):
+        self.img.line(xy, fill=fill, width=width)
+        self.extent.line(xy, fill=255, width=width)
+
+
 def _animal(img, rng, cls, w, h):
-    """Draw the animal; coordinates are in head radii, y pointing down."""
+    """Draw the animal; coordinates are in head radii, y pointing down. Returns its bounding box on the canvas
+    (x0, y0, x1, y1, x1 and y1 exclusive), or None if none of it is on the canvas."""
     short = min(w, h)
     # dog ears and muzzle widen the silhouette; 0.9 matches the mean covered area to the cats'
     R = rng.uniform(0.3, 0.8) * short / 2.6 * (1.0 if cls == 0 else 0.9)
@@ -149,7 +181,8 @@ def _animal(img, rng, cls, w, h):
         head = _ellipse(0, 0.05, 0.9, 1.0)
     m.polygon(T(head), fill=255)
     img.paste(_fur_layer(rng, *img.size, fur, R), mask=mask)
-    d = ImageDraw.Draw(img)
+    extent = mask.copy()  # the silhouette, and below every part drawn over it; the occluder is not the animal
+    d = _AnimalDraw(img, extent)
     if outline:
         for part in ([head] + ears if cls == 0 else [head]):
             d.polygon(T(part), outline=outline, width=lw)
@@ -195,7 +228,8 @@ def _animal(img, rng, cls, w, h):
         poly = np.array([(ox - ow, oy - oh), (ox + ow, oy - oh), (ox + ow, oy + oh), (ox - ow, oy + oh)])
         if rng.random() < 0.5:
             poly = _ellipse(ox, oy, ow * 1.1, oh * 1.1, n=12) + rng.normal(0, 0.08, (12, 2))  # plant-like blob
-        d.polygon(T(poly), fill=col)
+        ImageDraw.Draw(img).polygon(T(poly), fill=col)
+    return extent.getbbox()
 
 
 def _render(rng, cls):
@@ -208,7 +242,7 @@ def _render(rng, cls):
     _distractors(ImageDraw.Draw(img), rng, W, H, int(rng.integers(1, 8)))
     if rng.random() < 0.6:  # shallow depth of field: the animal is usually the sharpest thing
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(1, 3) * SS))
-    _animal(img, rng, cls, W, H)
+    box = _animal(img, rng, cls, W, H)
     if rng.random() < 0.3:
         _distractors(ImageDraw.Draw(img), rng, W, H, int(rng.integers(1, 3)))  # foreground clutter
     img = img.reduce(SS)
@@ -226,19 +260,38 @@ def _render(rng, cls):
     img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     if rng.random() < 0.5:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
-    return img
+    if box is not None:  # every pixel of the reduced image that any drawn pixel falls in
+        x0, y0, x1, y1 = box
+        box = (x0 // SS, y0 // SS, min(w, -(-x1 // SS)), min(h, -(-y1 // SS)))
+    return img, box
 
 
 def _write_one(job):
+    """Write one JPEG; return its row of the boxes file (BOX_COLUMNS), or None if the animal left the canvas."""
     out_dir, seed, cls, i = job
     rng = np.random.default_rng([seed, cls, i])
-    img = _render(rng, cls)
-    path = pathlib.Path(out_dir) / CLASSES[cls] / f"{CLASSES[cls]}.{i:05d}.jpg"
+    img, box = _render(rng, cls)
+    name = f"{CLASSES[cls]}/{CLASSES[cls]}.{i:05d}.jpg"
+    path = pathlib.Path(out_dir) / name
     img.save(path, "JPEG", quality=int(rng.integers(70, 96)))
+    if box is None:
+        return None
+    return (name, hashlib.sha256(path.read_bytes()).hexdigest(), *img.size, *box)
 
 
-def generate(out_dir: pathlib.Path, n_images: int, seed: int, workers: int = 1) -> None:
-    """Write n_images JPEGs, half cats half dogs, as out_dir/cat/cat.00000.jpg ... and out_dir/dog/dog.00000.jpg ..."""
+def write_boxes(path: pathlib.Path, rows) -> None:
+    """The boxes file beside the dataset (not inside it, so the dataset's files and DVC hash stay the same)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(BOX_COLUMNS)
+    writer.writerows(row for row in rows if row is not None)
+    write_text(path, text.getvalue())
+
+
+def generate(out_dir: pathlib.Path, n_images: int, seed: int, workers: int = 1) -> list[tuple]:
+    """Write n_images JPEGs, half cats half dogs, as out_dir/cat/cat.00000.jpg ... and out_dir/dog/dog.00000.jpg ...
+    Returns one row (BOX_COLUMNS) per image, cats then dogs in file order, for write_boxes: None where the animal
+    is off the canvas (it never is: its head's centre is always on it)."""
     out_dir = pathlib.Path(out_dir)
     for name in CLASSES:
         (out_dir / name).mkdir(parents=True, exist_ok=True)
@@ -247,8 +300,6 @@ def generate(out_dir: pathlib.Path, n_images: int, seed: int, workers: int = 1) 
     jobs += [(str(out_dir), seed, 1, i) for i in range(n_images - n_cat)]
     if workers > 1:
         with get_context("spawn").Pool(workers) as pool:  # fork can hang where threads already run
-            pool.map(_write_one, jobs, chunksize=16)
-    else:
-        for job in jobs:
-            _write_one(job)
+            return pool.map(_write_one, jobs, chunksize=16)  # in the order of jobs
+    return [_write_one(job) for job in jobs]
 

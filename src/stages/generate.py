@@ -1,4 +1,5 @@
-"""Stage `generate`: write the embedded synthetic cat/dog dataset (data/synthetic) from params `synthetic`."""
+"""Stage `generate`: write the embedded synthetic cat/dog dataset (data/synthetic) from params `synthetic`, and the
+animal's bounding box in each image (data/synthetic_boxes.csv)."""
 
 import os
 import sys
@@ -9,15 +10,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from catdog import cli, synthetic  # noqa: E402
 from catdog.config import check_synthetic, load_params  # noqa: E402
 from catdog.io import atomic_dir  # noqa: E402
-from catdog.paths import SYNTHETIC_DIR  # noqa: E402
+from catdog.paths import SYNTHETIC_BOXES, SYNTHETIC_DIR  # noqa: E402
 
 
 def main() -> None:
     check_synthetic(load_params())
     params = load_params()["synthetic"]
     with atomic_dir(SYNTHETIC_DIR) as tmp:
-        synthetic.generate(tmp, n_images=params["n_images"], seed=params["seed"], workers=os.cpu_count() or 1)
-    print(f"wrote {params['n_images']} images to {SYNTHETIC_DIR}")
+        rows = synthetic.generate(tmp, n_images=params["n_images"], seed=params["seed"], workers=os.cpu_count() or 1)
+    synthetic.write_boxes(SYNTHETIC_BOXES, rows)
+    print(f"wrote {params['n_images']} images to {SYNTHETIC_DIR} and their animal boxes to {SYNTHETIC_BOXES}")
 
 
 if __name__ == "__main__":
