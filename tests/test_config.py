@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from catdog import CatdogError
-from catdog.config import load_params, model_config
+from catdog.config import check_data, load_params, model_config
 from conftest import ROOT
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -41,3 +41,33 @@ def test_unknown_model_lists_the_valid_ones():
 def test_bad_model_values_are_named(key, value, message):
     with pytest.raises(CatdogError, match=message):
         model_config(with_changes(**{key: value}))
+
+
+def with_boxes(boxes):
+    params = copy.deepcopy(PARAMS)
+    params["data"]["boxes"] = boxes
+    return params
+
+
+def test_data_boxes_may_be_the_file_generate_has_not_written_yet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/synthetic_boxes.csv here: `check` runs before `generate`
+    assert PARAMS["data"]["boxes"] == "data/synthetic_boxes.csv"
+    check_data(PARAMS)
+    (tmp_path / "mine.csv").write_text("file,width,height,x0,y0,x1,y1\n")
+    check_data(with_boxes("mine.csv"))
+    params = copy.deepcopy(PARAMS)
+    del params["data"]["boxes"]  # an older params.yaml: no boxes
+    check_data(params)
+
+
+@pytest.mark.parametrize("boxes, message", [
+    ("data/my_boxes.csv", (r"^data.boxes='data/my_boxes.csv' does not exist: point it at a CSV of animal boxes "
+                           r"\(file,sha256,width,height,x0,y0,x1,y1\), or back at data/synthetic_boxes.csv$")),
+    (None, "data.boxes=None must be the path of a CSV"),
+    ("", "data.boxes='' must be the path of a CSV"),
+    (["a.csv"], r"data.boxes=\['a.csv'\] must be the path of a CSV"),
+])
+def test_bad_data_boxes_is_one_line(tmp_path, monkeypatch, boxes, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CatdogError, match=message):
+        check_data(with_boxes(boxes))

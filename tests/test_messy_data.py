@@ -114,3 +114,24 @@ def test_unusable_data_is_one_line_and_a_non_zero_exit(tmp_path, setup, data, me
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("catdog: error: ") and __import__("re").search(message, last), result.stderr
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())  # nothing half-written
+
+
+def test_your_own_folder_with_the_synthetic_boxes_is_one_line_and_no_boxes(tmp_path):
+    images = tmp_path / "pets"
+    for c in ("cat", "dog"):
+        for i in range(5):
+            write_image(images / c / f"cat.{i:05d}.jpg", (60, 60, 60) if c == "cat" else (200, 200, 200))
+    (tmp_path / "data").mkdir()
+    # the default data.boxes, as generate writes it: same names as these files, other bytes, and one not here
+    (tmp_path / "data" / "synthetic_boxes.csv").write_text(
+        "file,sha256,width,height,x0,y0,x1,y1\n" + f"cat/cat.00000.jpg,{'ab' * 32},40,30,1,2,20,25\n"
+        "dog/dog.00000.jpg,,40,30,1,2,20,25\n")
+    result = run_prepare(tmp_path, images, boxes="data/synthetic_boxes.csv")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "boxes" in line]
+    assert lines == [("no animal boxes for these images (data.boxes=data/synthetic_boxes.csv: 2 rows, none usable "
+                      "for these images; rows unused: 1 not in folder, 1 sha256 differs): pointing_game and "
+                      "attribution_in_box will be absent")]
+    assert not list((tmp_path / "data" / "prepared").glob("boxes_*"))
+    report = json.loads((tmp_path / "metrics" / "data_report.json").read_text())
+    assert report["boxes"]["matched"] == 0 and report["boxes"]["unused"]["sha256_differs"] == 1

@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 
 from catdog import CatdogError
+from catdog.paths import SYNTHETIC_BOXES
 
 PARAMS_FILE = Path("params.yaml")
 OPTIMIZERS = ("sgd", "adam")
@@ -57,7 +58,7 @@ def check_synthetic(params: dict) -> None:
 
 
 def check_data(params: dict) -> None:
-    """The `data` section: the split fractions and the cached sizes."""
+    """The `data` section: the split fractions, the cached sizes and the boxes file."""
     from catdog.dataset import check_fractions  # late: keeps numpy and sklearn out of the plain config helpers
 
     data = params["data"]
@@ -69,6 +70,22 @@ def check_data(params: dict) -> None:
     sizes = data["sizes"]
     if not (isinstance(sizes, list) and sizes and all(isinstance(s, int) and s >= 8 for s in sizes)):
         raise CatdogError(f"data.sizes={sizes!r} must be a list of square sizes in pixels, each >= 8, e.g. [64, 128]")
+    check_boxes(data)
+
+
+def check_boxes(data: dict) -> None:
+    """data.boxes: a path. Without the key there are no boxes. The file generate writes may be missing still (this
+    runs before generate); any other must exist, since dvc.yaml makes it a dependency of prepare, and DVC's word
+    for a missing one would not say which param to change."""
+    if "boxes" not in data:
+        return
+    boxes = data["boxes"]
+    if not (isinstance(boxes, str) and boxes.strip()):
+        raise CatdogError(f"data.boxes={boxes!r} must be the path of a CSV of animal boxes "
+                          f"(file,sha256,width,height,x0,y0,x1,y1), e.g. {SYNTHETIC_BOXES}")
+    if Path(boxes) != SYNTHETIC_BOXES and not Path(boxes).is_file():
+        raise CatdogError(f"data.boxes={boxes!r} does not exist: point it at a CSV of animal boxes "
+                          f"(file,sha256,width,height,x0,y0,x1,y1), or back at {SYNTHETIC_BOXES}")
 
 
 def device_name(params: dict) -> str:

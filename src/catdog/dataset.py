@@ -3,10 +3,19 @@
 Layout of data/prepared/:  x{size}_{split}.npy        uint8 (N, 3, size, size)
                            y_{split}.npy              uint8 (N,) class index
                            brightness_{split}.npy     float32 (N,) mean luminance in [0, 1]
-                           manifest.json        classes, sizes, the files of each split, skipped files
+                           boxes_{split}.npy          float32 (N, 4) the animal's box x0, y0, x1, y1 as fractions
+                                                      of the image's width and height, NaN where it has none; only
+                                                      when data.boxes gave at least one image a box (load_boxes)
+                           manifest.json        classes, sizes, the files of each split, skipped files, boxes
+
+Boxes come from a CSV (data.boxes; generate writes data/synthetic_boxes.csv) with the columns
+file,sha256,width,height,x0,y0,x1,y1: the file relative to data.images, the sha256 of its bytes (optional), the
+image's size as displayed (after EXIF orientation) and the box in its pixels, x1 and y1 exclusive. Every image is
+squashed to a square, so a box as fractions of width and height is the box at any cached size times that size.
 """
 
 import contextlib
+import csv
 import hashlib
 import importlib
 import io
@@ -18,6 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from catdog import CatdogError
@@ -27,6 +37,10 @@ from catdog.paths import PREPARED_DIR
 
 SPLITS = ("train", "val", "test")
 COPY_BYTES = 64 * 2 ** 20  # at most this much image data is read at a time when writing the splits
+BOX_COLUMNS = ("file", "width", "height", "x0", "y0", "x1", "y1")  # and sha256, optional
+BOX_HEADER = "file,sha256,width,height,x0,y0,x1,y1"
+UNUSED_REASONS = ("not_in_folder", "left_out", "sha256_differs", "size_differs")  # why a row of data.boxes is unused
+EXAMPLES = 10  # unused rows named per reason in manifest.json
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -58,13 +72,68 @@ def split_indices(labels, val_fraction: float, test_fraction: float, seed: int) 
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
+def _viewed_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as displayed: load_rgb's size before its draft shrinks big JPEGs, turned by EXIF as
+    ImageOps.exif_transpose turns it."""
+    with Image.open(io.BytesIO(data)) as img:  # lazy: reads the header, decodes nothing
+        width, height = img.size
+        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # the orientations that rotate by 90 degrees
+            width, height = height, width
+    return width, height
+
+
 def _decode(path: Path, sizes: list[int]):
-    """(sha256 of the file, (arrays, brightness)) or (None, the reason it cannot be used)."""
+    """(sha256 of the file, (arrays, brightness, (width, height) as displayed)) or (None, the reason it cannot be
+    used)."""
     try:
         data = Path(path).read_bytes()
-        return hashlib.sha256(data).hexdigest(), load_rgb(io.BytesIO(data), sizes)
+        arrays, brightness = load_rgb(io.BytesIO(data), sizes)
+        return hashlib.sha256(data).hexdigest(), (arrays, brightness, _viewed_size(data))
     except Exception as error:  # any unreadable file is skipped and reported, never fatal
         return None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def read_boxes(path: Path) -> dict[str, dict]:
+    """The rows of a boxes CSV by file name: {file: {"sha256": str or None, "size": (w, h), "box": (x0, y0, x1,
+    y1)}}. A malformed file is a CatdogError naming the line, found before any image is decoded."""
+    path = Path(path)
+    fix = f"fix or delete that row of {path} (columns {BOX_HEADER}, sha256 optional; data.boxes)"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in BOX_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise CatdogError(f"{path} line 1: no column {', '.join(missing)}; the header must be {BOX_HEADER} "
+                                  "(sha256 may be left out)")
+            rows = {}
+            for row in reader:
+                line = reader.line_num
+                name = (row["file"] or "").strip()
+                if not name:
+                    raise CatdogError(f"{path} line {line}: no file name; {fix}")
+                if name in rows:
+                    raise CatdogError(f"{path} line {line}: {name} has a row already (line {rows[name]['line']}); "
+                                      "keep one box per image")
+                try:
+                    w, h, x0, y0, x1, y1 = (float(row[c]) for c in BOX_COLUMNS[1:])
+                except (TypeError, ValueError):
+                    values = ", ".join(f"{c}={row[c]!r}" for c in BOX_COLUMNS[1:])
+                    raise CatdogError(f"{path} line {line}: a value is not a number ({values}); {fix}") from None
+                if not (w >= 1 and h >= 1 and w == int(w) and h == int(h)):
+                    raise CatdogError(f"{path} line {line}: width={row['width']}, height={row['height']} must be the "
+                                      f"image's size in whole pixels; {fix}")
+                if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+                    raise CatdogError(f"{path} line {line}: box x0={row['x0']}, y0={row['y0']}, x1={row['x1']}, "
+                                      f"y1={row['y1']} is empty or outside the {int(w)}x{int(h)} image (need "
+                                      f"0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height, in pixels); {fix}")
+                sha256 = (row.get("sha256") or "").strip().lower() or None
+                rows[name] = {"sha256": sha256, "size": (int(w), int(h)), "box": (x0, y0, x1, y1), "line": line}
+    except UnicodeDecodeError:
+        raise CatdogError(f"{path} is not a UTF-8 text CSV; data.boxes must point at a CSV with the columns "
+                          f"{BOX_HEADER}") from None
+    except csv.Error as error:
+        raise CatdogError(f"{path} line {reader.line_num}: {error}; {fix}") from None
+    return rows
 
 
 def _write_rows(source: Path, rows: np.ndarray, row_shape: tuple[int, ...], out: Path) -> None:
@@ -88,13 +157,39 @@ def _write_rows(source: Path, rows: np.ndarray, row_shape: tuple[int, ...], out:
                 dst.write(data)
 
 
+def _match_boxes(rows: dict, names: list[str], usable, digests: dict, viewed: dict):
+    """(boxes float32 (len(names), 4) as fractions of width and height, NaN where none; {reason: [file, ...]} for
+    the rows not used)."""
+    box = np.full((len(names), 4), np.nan, dtype=np.float32)
+    unused = {reason: [] for reason in UNUSED_REASONS}
+    for i in usable:
+        row = rows.get(names[i])
+        if row is None:
+            continue
+        # a row for another version of the file (edited, resized, re-encoded) would put the box in the wrong place
+        if row["sha256"] is not None and row["sha256"] != digests[i]:
+            unused["sha256_differs"].append(names[i])
+        elif row["size"] != viewed[i]:
+            unused["size_differs"].append(names[i])
+        else:
+            width, height = viewed[i]
+            box[i] = np.divide(row["box"], (width, height, width, height))
+    used = {names[i] for i in usable}
+    unused["left_out"] = [n for n in names if n in rows and n not in used]  # unreadable or a duplicate
+    found = set(names)
+    unused["not_in_folder"] = [f for f in rows if f not in found]  # in the CSV's order
+    return box, unused
+
+
 def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fraction, seed, out_dir=PREPARED_DIR,
-            workers=None):
+            workers=None, boxes=None):
     """Decode every file once (all cores), drop unreadable files and byte-identical duplicates, split the rest,
-    and write the arrays atomically. Returns the manifest, which includes the report of what was left out."""
+    and write the arrays atomically. `boxes`: a boxes CSV (module docstring) or None; a path that does not exist
+    means no boxes. Returns the manifest, which includes the report of what was left out and of the boxes."""
     check_fractions(val_fraction, test_fraction)
     workers = workers or os.cpu_count()
     name = [str(Path(f).relative_to(root)) for f in files]
+    box_rows = read_boxes(boxes) if boxes is not None and Path(boxes).is_file() else {}
     with atomic_dir(out_dir) as tmp, contextlib.ExitStack() as files_open:
         # Every usable image's arrays are appended to one flat file per size with plain writes, and the split files
         # are then written from it with plain reads and writes: the data only passes through the page cache, which
@@ -102,7 +197,7 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         # page touched in the process's resident memory (about 5.3 GB for 25,000 images at 64, 128 and 224 px).
         every = {s: files_open.enter_context(open(tmp / f"all{s}.u8", "wb")) for s in dict.fromkeys(sizes)}
         brightness = np.zeros(len(files), dtype=np.float32)
-        usable, skipped, duplicates, first_of = [], [], [], {}
+        usable, skipped, duplicates, first_of, viewed = [], [], [], {}, {}
         # The split needs sklearn, about a second to import: this process imports it while the workers decode.
         threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
         # spawn, not fork: forking a process that already runs threads (torch's, in tests and notebooks) can hang
@@ -116,7 +211,7 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
                 else:
                     first_of[digest] = i
                     usable.append(i)  # its arrays are row len(usable) - 1 of every all{size}.u8
-                    arrays, brightness[i] = result
+                    arrays, brightness[i], viewed[i] = result
                     for s, array in dict(zip(sizes, arrays)).items():
                         every[s].write(array.tobytes())  # C order, as (3, s, s)
         for f in every.values():
@@ -128,16 +223,27 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
                 raise CatdogError(f"class {c!r} in {root} has no usable image (of all classes, {len(skipped)} "
                                   f"unreadable and {len(duplicates)} duplicate file(s) left out); add images of it")
         splits = split_indices(labels[usable], val_fraction, test_fraction, seed)
+        box, unused = _match_boxes(box_rows, [Path(n).as_posix() for n in name], usable,
+                                   {i: digest for digest, i in first_of.items()}, viewed)
+        has_box = ~np.isnan(box[:, 0])
         manifest = {"classes": classes, "sizes": list(sizes),
                     "counts": {"found": len(files), "used": len(usable), "skipped": len(skipped),
                                "duplicates": len(duplicates)},
-                    "skipped": skipped, "duplicates": duplicates, "splits": {}}
+                    "skipped": skipped, "duplicates": duplicates, "splits": {},
+                    "boxes": {"source": None if boxes is None else str(boxes), "rows": len(box_rows),
+                              "matched": int(has_box.sum()), "per_split": {},
+                              "unused": {reason: len(names) for reason, names in unused.items()},
+                              "unused_examples": {reason: names[:EXAMPLES] for reason, names in unused.items()
+                                                  if names}}}
         for split, positions in splits.items():
             rows = usable[positions]
             for s in sizes:
                 _write_rows(tmp / f"all{s}.u8", positions, (3, s, s), tmp / f"x{s}_{split}.npy")
             np.save(tmp / f"y_{split}.npy", labels[rows])
             np.save(tmp / f"brightness_{split}.npy", brightness[rows])
+            if has_box.any():  # none at all: no files, so that load_boxes says there are none
+                np.save(tmp / f"boxes_{split}.npy", box[rows])
+            manifest["boxes"]["per_split"][split] = int(has_box[rows].sum())
             manifest["splits"][split] = {
                 "count": len(rows),
                 "per_class": {c: int((labels[rows] == k).sum()) for k, c in enumerate(classes)},
@@ -151,8 +257,13 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
 
 def report(manifest: dict) -> dict:
     """What prepare used and left out, with every skipped file and its reason: metrics/data_report.json."""
-    return {**manifest["counts"], **{f"n_{split}": info["count"] for split, info in manifest["splits"].items()},
-            "skipped_files": manifest["skipped"], "duplicate_files": manifest["duplicates"]}
+    out = {**manifest["counts"], **{f"n_{split}": info["count"] for split, info in manifest["splits"].items()},
+           "skipped_files": manifest["skipped"], "duplicate_files": manifest["duplicates"]}
+    if "boxes" in manifest:  # manifests written before boxes existed have none
+        boxes = manifest["boxes"]
+        out["boxes"] = {"source": boxes["source"], "matched": boxes["matched"], **boxes["per_split"],
+                        "unused": boxes["unused"]}
+    return out
 
 
 def train_subset(x: np.ndarray, y: np.ndarray, brightness: np.ndarray, fraction: float, seed: int):
@@ -181,3 +292,13 @@ def load_split(split: str, size: int, prepared: Path = PREPARED_DIR) -> tuple[np
         raise CatdogError(f"{path} is missing: run `dvc repro prepare` (and check data.sizes includes {size})")
     return tuple(np.load(p, allow_pickle=False)
                  for p in (path, prepared / f"y_{split}.npy", prepared / f"brightness_{split}.npy"))
+
+
+def load_boxes(split: str, size: int, prepared: Path = PREPARED_DIR) -> np.ndarray | None:
+    """The animal's box in each image of the split, in pixels of the cached size x size images: float32 (N, 4)
+    x0, y0, x1, y1 (x1 and y1 exclusive), rows in load_split's order, NaN rows for images without a box. None when
+    the prepared data has no boxes at all (no data.boxes CSV, or no row of it matched these images)."""
+    path = Path(prepared) / f"boxes_{split}.npy"
+    if not path.exists():
+        return None
+    return np.load(path, allow_pickle=False) * np.float32(size)

@@ -21,7 +21,7 @@ def main() -> None:
     root = Path(data["images"])
     files, labels, classes = discover(root)
     manifest = prepare(files, labels, classes, root, sizes=sizes, val_fraction=data["val_fraction"],
-                       test_fraction=data["test_fraction"], seed=params["seed"])
+                       test_fraction=data["test_fraction"], seed=params["seed"], boxes=data.get("boxes"))
     write_json(DATA_REPORT, report(manifest))
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
     left_out = manifest["skipped"] + manifest["duplicates"]
@@ -31,6 +31,23 @@ def main() -> None:
         print(f"  left out {entry['file']}: {entry.get('reason') or 'duplicate of ' + entry['duplicate_of']}")
     if len(left_out) > 20:
         print(f"  ... and {len(left_out) - 20} more")
+    print(boxes_line(manifest["boxes"]))
+
+
+def boxes_line(boxes: dict) -> str:
+    """One line on the animal boxes; none is not an error, only the localisation figures are then absent."""
+    unused = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in boxes["unused"].items() if n)
+    unused = f"; rows unused: {unused}" if unused else ""
+    if boxes["matched"]:
+        per_split = ", ".join(f"{split} {n}" for split, n in boxes["per_split"].items())
+        return f"animal boxes for {boxes['matched']} images ({per_split}) from data.boxes={boxes['source']}{unused}"
+    if boxes["source"] is None:
+        why = "no data.boxes"
+    elif not Path(boxes["source"]).is_file():
+        why = f"data.boxes={boxes['source']} does not exist"
+    else:
+        why = f"data.boxes={boxes['source']}: {boxes['rows']} rows, none usable for these images{unused}"
+    return f"no animal boxes for these images ({why}): pointing_game and attribution_in_box will be absent"
 
 if __name__ == "__main__":
     cli.run(main)
