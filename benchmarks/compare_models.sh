@@ -16,6 +16,6 @@ for model in $models; do
 done
 dvc exp run --run-all -j "${JOBS:-1}" >/dev/null || echo "some experiments failed: dvc queue logs <name> says why" >&2
 dvc exp show --no-pager --md --hide-workspace --sort-by metrics/test.json:accuracy --sort-order desc \
-    --keep '^(Experiment|model|accuracy|brightness_mae|best_val_accuracy|best_epoch|train_seconds)$' --drop '.*' \
+    --keep '^(Experiment|model|accuracy|brightness_mae|pointing_game|attribution_in_box|box_area_share|best_val_accuracy|best_epoch|train_seconds)$' --drop '.*' \
     | grep -E "^\|(-| Experiment)|$prefix" || true
 catdog leaderboard --match "^$prefix($(echo $models | tr ' ' '|'))\$"

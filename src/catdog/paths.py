@@ -20,6 +20,8 @@ MISCLASSIFIED_PNG = Path("plots/misclassified.png")  # plot: the most confidentl
 HISTOGRAM_PNG = Path("plots/probability_histogram.png")  # plot: P(dog) per true class, the band near 0.5
 CALIBRATION_PNG = Path("plots/calibration.png")  # plot: reliability diagram
 CALIBRATION_FILE = Path("plots/calibration.csv")  # plot: its points, one row per non-empty bin (DVC plot data)
+LEARNED_PNG = Path("plots/learned.png")        # plot: the first layer's weights as pictures
+HEATMAPS_PNG = Path("plots/heatmaps.png")      # plot: where the model looks, on the same test images for every model
 FEATURE_CACHE = Path(".cache/features")        # train: frozen-backbone features, content-addressed (not DVC's)
 
 

@@ -11,9 +11,9 @@ tracking.start_helper()  # first: its MLflow run's helper process imports MLflow
 
 import torch  # noqa: E402
 
-from catdog import cli  # noqa: E402
+from catdog import attribution, cli  # noqa: E402
 from catdog.config import device_name, load_params  # noqa: E402
-from catdog.dataset import load_manifest, load_split  # noqa: E402
+from catdog.dataset import load_boxes, load_manifest, load_split  # noqa: E402
 from catdog.io import write_json  # noqa: E402
 from catdog.metrics import binary_metrics  # noqa: E402
 from catdog.models import load_checkpoint  # noqa: E402
@@ -37,6 +37,10 @@ def evaluate(run) -> None:
     metrics = binary_metrics(logits, y)
     if outputs.shape[1] > 1:  # a multi-task model also predicts brightness
         metrics["brightness_mae"] = round((outputs[:, 1] - test.brightness).abs().mean().item(), 6)
+    boxes = load_boxes("test", cfg["input_size"])
+    if boxes is not None:  # does it look at the animal? (attribution for the true class of each image)
+        maps = attribution.attribute(model, cfg, test.x, y.numpy(), device)
+        metrics.update(attribution.localisation(maps, boxes))
     write_json(TEST_METRICS, metrics)
     files = load_manifest()["splits"]["test"]["files"]
     probabilities = torch.sigmoid(logits).tolist()
@@ -47,6 +51,10 @@ def evaluate(run) -> None:
     run.log_artifact(PREDICTIONS_FILE)
     print(f"{checkpoint['model']}: test accuracy {metrics['accuracy']:.4f} on {metrics['n_test']} images "
           f"(f1 {metrics['f1']:.4f}, roc_auc {metrics['roc_auc']})")
+    if "pointing_game" in metrics:
+        print(f"  {attribution.method(cfg)} peaks inside the animal's box on {metrics['pointing_game']:.1%} of "
+              f"{metrics['n_boxes']} images and puts {metrics['attribution_in_box']:.1%} of its positive mass "
+              f"there; the box covers {metrics['box_area_share']:.1%} of the image (chance)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Stage `plot`: the training curves, the confusion matrix and the error analysis (most confidently
-misclassified images, predicted-probability histogram, calibration), also attached to the model's MLflow run."""
+"""Stage `plot`: the training curves, the confusion matrix, the error analysis (most confidently misclassified
+images, predicted-probability histogram, calibration) and what the model learned and where it looks (its first
+layer as pictures, attribution maps over a fixed set of test images), also attached to the model's MLflow run."""
 
 import json
 import sys
@@ -12,25 +13,31 @@ from catdog import tracking  # noqa: E402
 tracking.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports matplotlib
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from catdog import CatdogError, cli, plots  # noqa: E402
-from catdog.config import load_params  # noqa: E402
-from catdog.dataset import load_manifest  # noqa: E402
+from catdog import CatdogError, attribution, cli, pictures, plots  # noqa: E402
+from catdog.config import device_name, load_params  # noqa: E402
+from catdog.dataset import load_boxes, load_manifest, load_split  # noqa: E402
+from catdog.models import load_checkpoint  # noqa: E402
 from catdog.paths import (  # noqa: E402
     CALIBRATION_FILE,
     CALIBRATION_PNG,
     CONFUSION_PNG,
     CURVES_PNG,
+    HEATMAPS_PNG,
     HISTOGRAM_PNG,
     HISTORY_FILE,
+    LEARNED_PNG,
     MISCLASSIFIED_PNG,
+    MODEL_FILE,
     PREDICTIONS_FILE,
     PREPARED_DIR,
     TEST_METRICS,
 )
 from catdog.tables import read_rows, write_rows  # noqa: E402
+from catdog.training import pick_device  # noqa: E402
 
-PNGS = (CURVES_PNG, CONFUSION_PNG, MISCLASSIFIED_PNG, HISTOGRAM_PNG, CALIBRATION_PNG)
+PNGS = (CURVES_PNG, CONFUSION_PNG, MISCLASSIFIED_PNG, HISTOGRAM_PNG, CALIBRATION_PNG, LEARNED_PNG, HEATMAPS_PNG)
 
 
 def gallery_images(manifest: dict, predictions: list[dict]) -> np.ndarray:
@@ -41,6 +48,30 @@ def gallery_images(manifest: dict, predictions: list[dict]) -> np.ndarray:
     # Same layout as dataset.load_split, which would read every image; the gallery needs a dozen.
     path = PREPARED_DIR / f"x{max(manifest['sizes'])}_test.npy"
     return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def what_it_learned(title: str, manifest: dict, predictions: list[dict], shown_images: np.ndarray) -> None:
+    """The first layer as pictures, and the attribution maps of the fixed test images (one forward and backward
+    pass over them), each with its true class, P(positive) and whether the map peaks on the animal."""
+    checkpoint, model = load_checkpoint(MODEL_FILE)
+    cfg, classes = checkpoint["config"], manifest["classes"]
+    pictures.learned(*attribution.first_layer(model, cfg), title, LEARNED_PNG)
+    side = cfg["input_size"]
+    x, y, _ = load_split("test", side)
+    chosen = attribution.fixed_indices(y)
+    maps = attribution.attribute(model, cfg, torch.from_numpy(x[chosen]), y[chosen],
+                                 pick_device(device_name(load_params())))
+    boxes, shown_boxes = load_boxes("test", side), load_boxes("test", shown_images.shape[-1])
+    captions = []
+    for k, i in enumerate(chosen):
+        caption = f"{plots.short_name(predictions[i]['file'])}\ntrue {classes[y[i]]}, " \
+                  f"P({classes[1]}) = {float(predictions[i]['probability']):.3f}"
+        if boxes is not None and not np.isnan(boxes[i]).any():
+            hit = attribution.peak_in_box(maps[k:k + 1], boxes[i:i + 1])[0]
+            caption += ", peak on the animal" if hit else ", peak off the animal"
+        captions.append(caption)
+    pictures.heatmap_gallery(shown_images[chosen], maps, captions, f"{title}: {attribution.method(cfg)}",
+                             HEATMAPS_PNG, None if shown_boxes is None else shown_boxes[chosen])
 
 
 def main() -> None:
@@ -58,10 +89,12 @@ def plot(run) -> None:
     title = f"{model}: test set"
     plots.confusion_matrix([r["actual"] for r in predictions], [r["predicted"] for r in predictions], classes,
                            title, CONFUSION_PNG)
-    plots.misclassified_gallery(predictions, gallery_images(manifest, predictions), classes, title, MISCLASSIFIED_PNG)
+    shown_images = gallery_images(manifest, predictions)
+    plots.misclassified_gallery(predictions, shown_images, classes, title, MISCLASSIFIED_PNG)
     plots.probability_histogram(predictions, classes, title, HISTOGRAM_PNG)
     plots.calibration_curve(predictions, classes, title, CALIBRATION_PNG)
     write_rows(CALIBRATION_FILE, plots.calibration_points(predictions, classes), plots.CALIBRATION_COLUMNS)
+    what_it_learned(f"{model} (test accuracy {accuracy:.3f})", manifest, predictions, shown_images)
     for png in PNGS:
         run.log_artifact(png, artifact_path="plots")
     print(f"wrote {', '.join(map(str, PNGS))} and {CALIBRATION_FILE}")
