@@ -46,12 +46,13 @@ def split(name: str, size: int, n: int) -> tuple[Split, str]:
                  torch.arange(n, dtype=torch.float32) % 2, torch.rand(n, generator=generator)), "random images"
 
 
-def images_per_second(cfg: dict, train: Split, val: Split, device, amp: bool, resident: bool | None) -> float:
+def images_per_second(cfg: dict, train: Split, val: Split, device, precision: str, resident: bool | None) -> float:
     seed_everything(0)
     model = build_model(cfg, load_weights=False)
     ends = []
-    fit(model, cfg, train, val, device, seed=0, on_epoch=lambda row: ends.append(time.perf_counter()), amp=amp,
-        resident=resident)  # on_epoch runs after the epoch's validation score, read on the CPU: a sync point
+    # on_epoch runs after the epoch's validation score, read on the CPU: a sync point
+    fit(model, cfg, train, val, device, seed=0, on_epoch=lambda row: ends.append(time.perf_counter()),
+        precision=precision, resident=resident)
     return len(train.x) * (len(ends) - 1) / (ends[-1] - ends[0])
 
 
@@ -71,8 +72,8 @@ def main() -> None:
     entries = load_params(ROOT / "params.yaml")["models"]
     # On CUDA: mixed precision on and off, images resident on the GPU and in pinned host memory; elsewhere neither
     # applies and each model has one row.
-    modes = [(amp, resident) for amp in (True, False) for resident in (True, False)] if device.type == "cuda" \
-        else [(False, None)]
+    modes = [(precision, resident) for precision in ("auto", "float32") for resident in (True, False)] \
+        if device.type == "cuda" else [("float32", None)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{device.type}, {torch.get_num_threads()} threads"
     rows = []
@@ -80,11 +81,11 @@ def main() -> None:
         cfg = {**entries[model], "epochs": epochs, "batch_size": args.batch_size or entries[model]["batch_size"]}
         train, source = split("train", cfg["input_size"], n_train)
         val, _ = split("val", cfg["input_size"], n_val)
-        for amp, resident in modes:
-            rate = images_per_second(cfg, train, val, device, amp, resident)
+        for precision, resident in modes:
+            rate = images_per_second(cfg, train, val, device, precision, resident)
             images = {True: "resident on the GPU", False: "pinned host memory", None: "host memory"}[resident]
-            precision = DevicePolicy(device, amp=amp).precision
-            rows.append(f"| `{model}` | {cfg['input_size']} | {cfg['batch_size']} | {precision} | {images} | "
+            used = DevicePolicy(device, precision=precision).precision
+            rows.append(f"| `{model}` | {cfg['input_size']} | {cfg['batch_size']} | {used} | {images} | "
                         f"{rate:,.0f} |")
             print(rows[-1], flush=True)
     caption = (f"Training throughput on {name} (torch {torch.__version__}), {len(train.x)} {source} per epoch, "

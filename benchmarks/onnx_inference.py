@@ -86,7 +86,7 @@ def measure(name: str, cfg: dict, model, args) -> dict:
         size_mb = path.stat().st_size / 2**20
 
         def torch_side():
-            return predict(model, x, args.batch_size, CPU, amp=False).numpy()
+            return predict(model, x, args.batch_size, CPU, precision="float32").numpy()
 
         def onnx_side():
             return run_onnx(session, x, args.batch_size)

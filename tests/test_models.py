@@ -103,8 +103,8 @@ def test_cuda_trains_in_bf16_where_the_gpu_has_it_else_fp16(monkeypatch, bf16, e
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
     policy = DevicePolicy("cuda", build_model(MODELS["cnn"]))
     assert policy.amp_dtype == expected and policy.memory_format == torch.channels_last
-    assert DevicePolicy("cuda", amp=False).amp_dtype is None
-    assert DevicePolicy("cpu", build_model(MODELS["cnn"])).amp_dtype is None  # the CPU trains in float32
+    assert DevicePolicy("cuda", precision="float32").amp_dtype is None
+    assert DevicePolicy("cpu", build_model(MODELS["cnn"])).amp_dtype is None  # auto: the CPU trains in float32
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -123,9 +123,9 @@ def test_the_mixed_precision_loop_trains_float32_weights(monkeypatch, name, dtyp
     _, float32_rows = train()
     init, make_scaler, scalers = DevicePolicy.__init__, DevicePolicy.scaler, []
 
-    def mixed_precision(self, device, model=None, amp=True):
-        init(self, device, model, amp)
-        self.amp_dtype = dtype if amp else None
+    def mixed_precision(self, device, model=None, precision="auto"):
+        init(self, device, model, precision)
+        self.amp_dtype = dtype if precision != "float32" else None
     monkeypatch.setattr(DevicePolicy, "__init__", mixed_precision)
     monkeypatch.setattr(DevicePolicy, "scaler", lambda self: scalers.append(make_scaler(self)) or scalers[-1])
     model, rows = train()

@@ -10,6 +10,7 @@ from catdog.paths import SYNTHETIC_BOXES
 PARAMS_FILE = Path("params.yaml")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # train.precision; what each does: training.autocast_dtype
 MODEL_KEYS = ("arch", "input_size", "optimizer", "lr", "batch_size", "epochs")
 
 
@@ -93,6 +94,18 @@ def device_name(params: dict) -> str:
     if device not in DEVICES:
         raise CatdogError(f"train.device={device!r} is unknown; valid: {', '.join(DEVICES)}")
     return device
+
+
+def precision_name(params: dict, name: str | None = None, cfg: dict | None = None) -> str:
+    """train.precision, the dtype of the forward passes. Whether the device has it is known only once the device
+    is picked (training.DevicePolicy); given the model's entry, a NumPy model is held to float32, which it uses."""
+    precision = params.get("train", {}).get("precision", "auto")
+    if precision not in PRECISIONS:
+        raise CatdogError(f"train.precision={precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
+    if cfg is not None and cfg["arch"] == "numpy" and precision not in ("auto", "float32"):
+        raise CatdogError(f"models.{name} (arch numpy) computes in NumPy float32: set train.precision: auto or "
+                          "float32")
+    return precision
 
 
 def processes(params: dict, name: str, cfg: dict) -> int:

@@ -126,7 +126,7 @@ def main(argv: list[str]) -> None:
         export_onnx(module, size, tmp)
         add_metadata(tmp, checkpoint)
         got = onnx_outputs(tmp, images)
-        expected = predict(model, torch.from_numpy(images), BATCH, CPU, amp=False).numpy()
+        expected = predict(model, torch.from_numpy(images), BATCH, CPU, precision="float32").numpy()
         diff = max_difference(got, expected)
         if not diff <= TOLERANCE:  # NaN fails too
             raise CatdogError(f"ONNX Runtime's outputs differ from PyTorch's by up to {diff:.3g} on the "

@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import random
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from catdog import CatdogError, distributed
+from catdog.config import PRECISIONS
 from catdog.io import atomic_path
 from catdog.paths import FEATURE_CACHE, repo_root
 
@@ -24,6 +26,10 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 # RESULTS.md). Plain SGD is one add per parameter already. MPS is left to PyTorch's default.
 FUSED = {"adam": ("cpu", "cuda")}
 RESIDENT_SHARE = 0.25  # of a GPU's free memory the cached images may fill; the rest is the model's and activations'
+# x86 flags of bf16 arithmetic in hardware: AVX512-BF16 (Cooper Lake, Zen 4 and later), AMX-BF16 (Sapphire Rapids
+# and later). A CPU with AVX512-BW but neither still runs bf16 autocast, emulated by oneDNN and slower than float32,
+# and torch.ops.mkldnn._is_mkldnn_bf16_supported() says yes to it: hence the flags themselves.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def _progress(iterable, **kwargs) -> tqdm:
@@ -106,21 +112,58 @@ def as_tensors(x: np.ndarray, y: np.ndarray, brightness: np.ndarray) -> Split:
                  torch.from_numpy(np.asarray(brightness, dtype=np.float32)))
 
 
-class DevicePolicy:
-    """Where the devices differ, in one place. On CUDA: mixed precision (bf16 where the GPU has it, else fp16 with a
-    gradient scaler), and the cached images either resident on the GPU or gathered batch by batch into pinned memory
-    and copied without blocking. On CUDA and the CPU: channels-last weights and inputs for convolutional models,
-    the layout cuDNN's and oneDNN's fastest convolutions use (on the CPU: cnn steps 1.45x, mobilenet_v2_finetune
-    1.3x faster, benchmarks/RESULTS.md). The CPU trains in float32 from host memory; MPS as PyTorch's defaults."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 in hardware (CPU_BF16_FLAGS, read by cpuinfo on any OS). ARM's bf16
+    extension is not counted: bf16 autocast has not been measured on an ARM CPU here."""
+    capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(flag, False) for flag in CPU_BF16_FLAGS)
 
-    def __init__(self, device, model=None, amp: bool = True):
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The dtype of the forward passes for train.precision on this device; None: float32, no autocast.
+    auto: on CUDA bf16 where the GPU has it natively, else fp16 (with a gradient scaler); on the CPU and MPS
+    float32, so that the same params give the same metrics on every CPU, with bf16 hardware or without.
+    bfloat16 and float16 are only taken where the hardware computes in them: emulated, they are slower than
+    float32 (bf16 on GPUs before Ampere or CPUs without CPU_BF16_FLAGS; fp16 on any CPU)."""
+    if precision not in PRECISIONS:
+        raise CatdogError(f"train.precision={precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return None
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        if precision == "bfloat16" and not bf16:
+            raise CatdogError("train.precision=bfloat16: this GPU has no native bf16 (Ampere or later); use "
+                              "float16 or auto")
+        if precision == "auto":
+            return torch.bfloat16 if bf16 else torch.float16
+        return getattr(torch, precision)
+    if precision == "auto":
+        return None
+    if device.type == "cpu" and precision == "bfloat16":
+        if not cpu_has_native_bf16():
+            raise CatdogError("train.precision=bfloat16: this CPU has no native bf16 (avx512_bf16/amx_bf16); use "
+                              "float32 or auto")
+        return torch.bfloat16
+    if precision == "float16":  # on the CPU, only a few recent ones have fp16 arithmetic (AVX512-FP16, AMX-FP16)
+        raise CatdogError(f"train.precision=float16 runs on CUDA only, not on {device.type}; use float32 or auto")
+    raise CatdogError(f"train.precision=bfloat16 runs on CUDA and the CPU only, not on {device.type}; use float32 "
+                      "or auto")
+
+
+class DevicePolicy:
+    """Where the devices differ, in one place. Mixed precision as train.precision says (autocast_dtype): by
+    default on CUDA only, bf16 where the GPU has it, else fp16 with a gradient scaler. On CUDA the cached images
+    either resident on the GPU or gathered batch by batch into pinned memory and copied without blocking. On CUDA
+    and the CPU: channels-last weights and inputs for convolutional models, the layout cuDNN's and oneDNN's fastest
+    convolutions use (on the CPU: cnn steps 1.45x, mobilenet_v2_finetune 1.3x faster, benchmarks/RESULTS.md). The
+    CPU trains from host memory; MPS as PyTorch's defaults. A NumPy model computes in float32 whatever the param."""
+
+    def __init__(self, device, model=None, precision: str = "auto"):
         keep_freed_memory()
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
-        self.amp_dtype = None
-        if self.cuda and amp:  # bf16 emulated in software (GPUs before Ampere) is slower than fp16 with a scaler
-            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        numpy_model = model is not None and not isinstance(model, nn.Module)
+        self.amp_dtype = None if numpy_model else autocast_dtype(self.device, precision)
         convolutional = isinstance(model, nn.Module) and any(isinstance(m, nn.Conv2d) for m in model.modules())
         channels_last = convolutional and self.device.type in ("cpu", "cuda")
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -179,10 +222,10 @@ def batch_rows(batch_size, n: int) -> int:
 
 
 @torch.no_grad()
-def predict(model, x: torch.Tensor, batch_size, device: torch.device, amp: bool = True) -> torch.Tensor:
+def predict(model, x: torch.Tensor, batch_size, device: torch.device, precision: str = "auto") -> torch.Tensor:
     """Model outputs (N, k) for every row of x, in order: column 0 the class logit, column 1 the brightness; in
-    float32 on the CPU, whatever precision the forward passes ran in (mixed on CUDA unless amp=False)."""
-    policy = DevicePolicy(device, model, amp)
+    float32 on the CPU, whatever precision (train.precision) the forward passes ran in."""
+    policy = DevicePolicy(device, model, precision)
     policy.place(model).eval()
     step = batch_rows(batch_size, len(x))
     with policy.autocast():
@@ -228,22 +271,23 @@ class History:
 
 
 def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=lambda row: None,
-        cache_features: bool = True, amp: bool = True, resident: bool | None = None) -> History:
+        cache_features: bool = True, precision: str = "auto", resident: bool | None = None) -> History:
     """Train for cfg['epochs'] and return the History. A model that is not a torch module (the NumPy network)
     trains itself through its own `fit` with the same arguments and History. cache_features=False runs a frozen
-    backbone on every batch (the naive loop, for benchmarks/frozen_features.py). On CUDA, amp=False trains in
-    float32 and resident=True/False puts the images on the GPU or leaves them in host memory (default: on the GPU
-    when they fit), for benchmarks/gpu.py. Under torchrun each process trains on its part of every batch."""
+    backbone on every batch (the naive loop, for benchmarks/frozen_features.py). precision: train.precision, for
+    the training and validation forward passes (autocast_dtype). On CUDA, resident=True/False puts the images on
+    the GPU or leaves them in host memory (default: on the GPU when they fit), for benchmarks/gpu.py. Under
+    torchrun each process trains on its part of every batch."""
     history = History(on_epoch)
     if not isinstance(model, nn.Module):
         if distributed.size() > 1:
             raise CatdogError("a NumPy model (arch numpy) trains in one process: run it without torchrun")
         model.fit(cfg, train, val, seed, history)
         return history
-    policy = DevicePolicy(device, model, amp)
+    policy = DevicePolicy(device, model, precision)
     policy.place(model)
     if cache_features and getattr(model, "frozen", False) and not cfg.get("augment"):
-        return _fit_head_on_features(model, cfg, train, val, policy.device, seed, on_epoch, amp, resident)
+        return _fit_head_on_features(model, cfg, train, val, policy.device, seed, on_epoch, precision, resident)
     train_rows, val_rows = policy.keep(train, val, resident=resident)
     network = distributed.wrap(model, policy.device)
     optimizer = make_optimizer(model, cfg, policy.device)
@@ -277,7 +321,7 @@ def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=
             counts.append(n)
             correct.append(((outputs[:n, 0].detach() > 0).float() == y[:n]).sum())
         train_scores = _epoch_scores(list(batch), batch_losses, counts, correct, len(train.x), policy.device)
-        val_scores = score(predict(model, val_rows.x, cfg["batch_size"], policy.device, amp), val, cfg)
+        val_scores = score(predict(model, val_rows.x, cfg["batch_size"], policy.device, precision), val, cfg)
         history.add(epoch, train_scores, val_scores, model)
         epochs.set_postfix(loss=f"{train_scores['loss']:.4f}", val_acc=f"{history.rows[-1]['val_accuracy']:.3f}")
     return history
@@ -294,13 +338,14 @@ def _epoch_scores(names, batch_losses, counts, correct, n_images: int, device) -
     return {name: total / n_images for name, total in zip(names, totals)} | {"accuracy": n_correct / n_images}
 
 
-def _fit_head_on_features(model, cfg, train: Split, val: Split, device, seed: int, on_epoch, amp, resident):
+def _fit_head_on_features(model, cfg, train: Split, val: Split, device, seed: int, on_epoch, precision, resident):
     """A frozen backbone gives the same features every epoch: compute them once (cached on disk, keyed by the
     weights and the images) and train the head alone on them; the History still holds the whole model's state.
     Under torchrun every process computes the features (or reads them from the shared cache)."""
-    train_features, val_features = (Split(backbone_features(model.backbone, split.x, device, amp=amp), split.y,
-                                          split.brightness) for split in (train, val))
-    history = fit(model.head, cfg, train_features, val_features, device, seed, on_epoch, amp=amp, resident=resident)
+    train_features, val_features = (Split(backbone_features(model.backbone, split.x, device, precision=precision),
+                                          split.y, split.brightness) for split in (train, val))
+    history = fit(model.head, cfg, train_features, val_features, device, seed, on_epoch, precision=precision,
+                  resident=resident)
     backbone = {f"backbone.{k}": v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
     history.best_state = {**backbone, **{f"head.{k}": v for k, v in history.best_state.items()}}
     return history
@@ -313,16 +358,23 @@ def _digest(*arrays) -> str:
     return digest.hexdigest()[:32]
 
 
-@torch.no_grad()
-def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: int = 64,
-                      amp: bool = True) -> torch.Tensor:
-    """The backbone's features of every image, computed once per (weights, images, precision, memory layout) and
-    then read from disk: features differ in round-off between mixed precision and float32, and between layouts."""
-    policy = DevicePolicy(device, backbone, amp)
+def feature_cache_path(backbone: nn.Module, x: torch.Tensor, policy: DevicePolicy) -> Path:
+    """Where backbone_features keeps the features of x: the repository's cache, shared by queued experiments."""
     key = _digest(*(v.cpu().numpy() for v in backbone.state_dict().values()), x.numpy())
     suffix = "" if policy.amp_dtype is None else f"-{policy.precision}"
     suffix += "-channels_last" if policy.memory_format == torch.channels_last else ""
-    path = repo_root() / FEATURE_CACHE / f"{key}{suffix}.npy"  # the repository's cache, shared by queued experiments
+    suffix += "" if policy.device.type == "cpu" else f"-{policy.device.type}"
+    return repo_root() / FEATURE_CACHE / f"{key}{suffix}.npy"
+
+
+@torch.no_grad()
+def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: int = 64,
+                      precision: str = "auto") -> torch.Tensor:
+    """The backbone's features of every image, computed once per (weights, images, precision, memory layout,
+    device kind) and then read from disk: features differ in round-off between bf16, fp16 and float32, between
+    layouts, and between a GPU's kernels and the CPU's. float32 on the CPU, the default, has no suffix."""
+    policy = DevicePolicy(device, backbone, precision)
+    path = feature_cache_path(backbone, x, policy)
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
     policy.place(backbone).eval()

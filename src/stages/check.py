@@ -10,7 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
 from catdog import cli  # noqa: E402
-from catdog.config import check_data, check_synthetic, device_name, load_params, model_config, processes  # noqa: E402
+from catdog.config import (check_data, check_synthetic, device_name, load_params, model_config,  # noqa: E402
+                           precision_name, processes)
 from catdog.io import write_text  # noqa: E402
 from catdog.paths import PARAMS_CHECKED  # noqa: E402
 
@@ -21,6 +22,7 @@ def main() -> None:
     check_data(params)
     name, cfg = model_config(params)
     device_name(params)
+    precision_name(params, name, cfg)
     processes(params, name, cfg)
     write_text(PARAMS_CHECKED, "ok\n")  # constant, so a passing check never re-runs the stages after it
     print(f"params.yaml is valid (model {name})")

@@ -12,7 +12,7 @@ tracking.start_helper()  # first: its MLflow run's helper process imports MLflow
 import torch  # noqa: E402
 
 from catdog import attribution, cli  # noqa: E402
-from catdog.config import device_name, load_params  # noqa: E402
+from catdog.config import device_name, load_params, precision_name  # noqa: E402
 from catdog.dataset import load_boxes, load_manifest, load_split  # noqa: E402
 from catdog.io import write_json  # noqa: E402
 from catdog.metrics import binary_metrics  # noqa: E402
@@ -28,11 +28,12 @@ def main() -> None:
 
 
 def evaluate(run) -> None:
-    device = pick_device(device_name(load_params()))
+    params = load_params()
+    device, precision = pick_device(device_name(params)), precision_name(params)
     checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], checkpoint["classes"]
     test = as_tensors(*load_split("test", cfg["input_size"]))
-    outputs = predict(model.to(device), test.x, cfg["batch_size"], device)
+    outputs = predict(model.to(device), test.x, cfg["batch_size"], device, precision)
     logits, y = outputs[:, 0], test.y
     metrics = binary_metrics(logits, y)
     if outputs.shape[1] > 1:  # a multi-task model also predicts brightness

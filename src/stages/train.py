@@ -17,13 +17,13 @@ tracking.start_helper()  # first: its MLflow run's helper process imports MLflow
 import torch  # noqa: E402
 
 from catdog import cli, distributed  # noqa: E402
-from catdog.config import device_name, flat, load_params, model_config, processes  # noqa: E402
+from catdog.config import device_name, flat, load_params, model_config, precision_name, processes  # noqa: E402
 from catdog.dataset import load_manifest, load_split, report, train_subset  # noqa: E402
 from catdog.io import write_bytes, write_json  # noqa: E402
 from catdog.models import build_model  # noqa: E402
 from catdog.paths import HISTORY_FILE, MODEL_FILE, TRAIN_METRICS  # noqa: E402
 from catdog.tables import write_rows  # noqa: E402
-from catdog.training import as_tensors, fit, pick_device, seed_everything  # noqa: E402
+from catdog.training import DevicePolicy, as_tensors, fit, pick_device, seed_everything  # noqa: E402
 
 def main() -> None:
     params = load_params()
@@ -43,16 +43,18 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
     train = as_tensors(*train_subset(*load_split("train", cfg["input_size"]), fraction, params["seed"]))
     val = as_tensors(*load_split("val", cfg["input_size"]))
     model = build_model(cfg, name)
+    precision = precision_name(params, name, cfg)
+    used = DevicePolicy(device, model, precision).precision  # what auto picks here; a device without it fails now
     if distributed.rank() > 0:  # its part of every batch; rank 0 writes the outputs and logs to MLflow
-        fit(model, cfg, train, val, device, params["seed"])
+        fit(model, cfg, train, val, device, params["seed"], precision=precision)
         return
-    hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), **flat(cfg),
-                       **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
+    hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), "precision": used,
+                       **flat(cfg), **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
                        "processes": distributed.size()}
     with tracking.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")) as run:
         start = time.perf_counter()
         log_epoch = lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
-        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch)
+        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch, precision=precision)
         seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],
                       "best_epoch": history.best_epoch, "state_dict": history.best_state}
@@ -70,7 +72,7 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
         run.log_artifact(HISTORY_FILE)
         run.log_dict(report(load_manifest()), "data_report.json")
     print(f"{name}: best val accuracy {best['val_accuracy']:.4f} at epoch {history.best_epoch}/{cfg['epochs']}, "
-          f"{seconds:.1f} s on {device}")
+          f"{seconds:.1f} s on {device} in {used}")
 
 
 if __name__ == "__main__":
