@@ -77,15 +77,16 @@ def test_occlusion_of_a_linear_model_peaks_on_its_only_weights():
     model = build_model(cfg)
     with torch.no_grad():
         model[-1].weight.zero_()
-        model[-1].weight.view(3, 16, 16)[:, 10:14, 2:6] = 1.0  # it only counts bright pixels there
+        model[-1].weight.view(3, 16, 16)[:, 10:14, 2:6] = 1.0  # it only counts the brightness there: 2x2 patches
     x = images()
     x[:3, :, 10:14, 2:6], x[3:, :, 10:14, 2:6] = 255, 0  # bright there: evidence for dog; dark: for cat
     maps = attribution.attribute(model, cfg, x, np.ones(6, dtype=int))
     box = np.array([[2, 10, 6, 14]] * 6, dtype=np.float32)
     assert attribution.peak_in_box(maps, box).tolist() == [True] * 3 + [False] * 3
-    window = np.zeros((16, 16), dtype=bool)
-    window[9:15, 1:7] = True  # the weights' region and the occluding windows that overlap it (2 px, stride 1)
-    assert (maps[:, ~window] == 0).all() and (maps[:3, 10:14, 2:6] > 0).all()
+    assert (maps[3:] <= 0).all()  # dark there: nothing speaks for dog
+    near = np.zeros((16, 16), dtype=bool)
+    near[8:16, 0:8] = True  # the weights' patches and half a patch around them, where upsampling spreads them
+    assert (maps[:, ~near] == 0).all() and (maps[:3, 10:14, 2:6] > 0).all()
     cat_maps = attribution.attribute(model, cfg, x, np.zeros(6, dtype=int))
     np.testing.assert_allclose(cat_maps, -maps, atol=1e-5)
 
@@ -118,3 +119,23 @@ def test_every_model_has_its_pictures(tmp_path, name):
     pictures.heatmap_gallery(x, maps, ["a\nb"] * 4, name, tmp_path / "heatmaps.png", boxes)
     for png in ("learned.png", "heatmaps.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("name", ["logistic", "shallow", "numpy_deep"])
+def test_occlusion_equals_captums_feature_ablation_on_the_same_patches(name):
+    from captum.attr import FeatureAblation
+
+    cfg = {**MODELS[name], **TINY[name], "input_size": 24}
+    torch.manual_seed(0)
+    np.random.seed(0)
+    model = build_model(cfg, name)
+    x, targets = images(5, 24), np.array([0, 1, 1, 0, 1])
+    maps = attribution.attribute(model, cfg, x, targets)
+    patch = 3  # 24 px on an 8x8 grid
+    rows = torch.arange(24) // patch
+    mask = (rows[:, None] * 8 + rows[None, :]).view(1, 1, 24, 24)
+    sign = torch.tensor(np.where(targets == 1, 1.0, -1.0), dtype=torch.float32).view(-1, 1)
+    reference = FeatureAblation(lambda batch: model(batch)[:, :1] * sign).attribute(
+        x.float() / 127.5 - 1, baselines=0.0, target=0, feature_mask=mask)[:, 0, ::patch, ::patch]
+    upsampled = torch.nn.functional.interpolate(reference[:, None].float(), size=(24, 24), mode="bilinear")[:, 0]
+    np.testing.assert_allclose(maps, upsampled.numpy(), rtol=1e-4, atol=1e-6)
