@@ -26,10 +26,13 @@ def test_repro_then_experiments_are_all_tracked(tmp_path, monkeypatch):
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n_test"} <= set(metrics)
     assert metrics["n_test"] == 4 and 0 <= metrics["accuracy"] <= 1
     assert all(0 <= metrics[k] <= 1 for k in ("brier", "ece", "near_threshold"))
+    # generate's animal boxes reach evaluate through prepare: where the model looks is scored
+    assert metrics["n_boxes"] == 4 and all(0 <= metrics[k] <= 1 for k in ("pointing_game", "attribution_in_box"))
+    assert 0 < metrics["box_area_share"] < 1
     history = (repo / "plots/history.csv").read_text().splitlines()
     assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy" and len(history) == 3
     pngs = {"plots/training_curves.png", "plots/confusion_matrix.png", "plots/misclassified.png",
-            "plots/probability_histogram.png", "plots/calibration.png"}
+            "plots/probability_histogram.png", "plots/calibration.png", "plots/learned.png", "plots/heatmaps.png"}
     for png in pngs:
         assert (repo / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     calibration = (repo / "plots/calibration.csv").read_text().splitlines()
@@ -65,6 +68,7 @@ def test_repro_then_experiments_are_all_tracked(tmp_path, monkeypatch):
     multitask = runs["multitask"]
     assert multitask.data.tags["dvc_exp_name"] == "try-multitask" and multitask.info.run_name == "try-multitask"
     assert {"train_class_loss", "val_brightness_loss", "test_brightness_mae"} <= set(multitask.data.metrics)
+    assert {"test_pointing_game", "test_attribution_in_box", "test_box_area_share"} <= set(multitask.data.metrics)
 
     # Queued experiments run in .dvc/tmp/exps/..., yet their runs land in the repository's store.
     run(["dvc", "exp", "run", "--queue", "-n", "queued-numpy", "-S", "model=numpy_deep"], repo)
