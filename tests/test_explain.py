@@ -69,3 +69,11 @@ def test_the_heatmap_points_where_the_model_looks(tmp_path, corner_model):
     assert attribution.peak_in_box(heat[None], np.array([[0, 0, 16, 16]], dtype=np.float32))[0]
     shown = explain.shown_picture(load_rgb(photo, [explain.SHOWN_SIDE])[0][0], (90, 60))
     assert shown.shape == (60, 90, 3)  # the photo's own proportions, not the model's square
+
+
+def test_explaining_a_folder_into_itself_twice_leaves_the_outputs_alone(tmp_path, corner_model):
+    photos = tmp_path / "photos"
+    write_image(photos / "a.jpg", (200, 200, 200), size=(40, 30))
+    for _ in range(2):
+        explain.main([str(photos), "--model", str(corner_model), "--out", str(photos / "explained")])
+    assert sorted(p.name for p in (photos / "explained").iterdir()) == ["a.png"]

@@ -87,7 +87,9 @@ def main(argv: list[str]) -> None:
     checkpoint, model = load_model(args.model, args.run_id)
     device = device_arg(args.device)
     model.to(device)
-    items = list_inputs(args.paths)
+    out = args.out.resolve()
+    # A folder explained into a subfolder of itself: last run's PNGs are outputs, not photos to explain
+    items = [(path, error) for path, error in list_inputs(args.paths) if out not in path.resolve().parents]
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
