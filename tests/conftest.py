@@ -38,6 +38,15 @@ def no_mlflow_store_leaks(monkeypatch):
     registry_utils._registry_uri = None
 
 
+@pytest.fixture(autouse=True)
+def onnx_cache_outside_the_repository(monkeypatch, tmp_path_factory):
+    """Models exported for ONNX Runtime (train.inference) go to one folder of this test session, not to the
+    repository's .cache/onnx: in-process tests that do not chdir would fill it with tiny models' files."""
+    import catdog.onnx_engine
+
+    monkeypatch.setattr(catdog.onnx_engine, "ONNX_CACHE", tmp_path_factory.getbasetemp() / "onnx-cache")
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """An ImageFolder layout: 10 dark cats, 10 bright dogs, of mixed sizes, formats and modes."""

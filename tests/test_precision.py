@@ -151,10 +151,13 @@ def test_cached_features_are_kept_apart_by_precision(bf16_cpu, monkeypatch, tmp_
     paths = {p: feature_cache_path(backbone, x, DevicePolicy(CPU, backbone, p)) for p in ("auto", "float32",
                                                                                        "bfloat16")}
     assert paths["auto"] == paths["float32"] != paths["bfloat16"]  # auto is float32 on the CPU: the same features
-    features = {p: backbone_features(backbone, x, CPU, precision=p) for p in ("float32", "bfloat16")}
+    # PyTorch's precisions: auto would run this convolutional backbone in ONNX Runtime on the CPU in float32
+    features = {p: backbone_features(backbone, x, CPU, precision=p, inference="torch")
+                for p in ("float32", "bfloat16")}
     assert sorted(tmp_path.iterdir()) == sorted([paths["float32"], paths["bfloat16"]])
     assert not torch.equal(features["float32"], features["bfloat16"])  # bf16 round-off
-    assert torch.equal(backbone_features(backbone, x, CPU, precision="bfloat16"), features["bfloat16"])  # read back
+    assert torch.equal(backbone_features(backbone, x, CPU, precision="bfloat16", inference="torch"),
+                       features["bfloat16"])  # read back
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     on_cuda = feature_cache_path(backbone, x, DevicePolicy(CUDA, backbone, "bfloat16"))
     assert on_cuda not in paths.values()  # a GPU's bf16 kernels round otherwise than the CPU's

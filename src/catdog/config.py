@@ -11,6 +11,7 @@ PARAMS_FILE = Path("params.yaml")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # train.precision; what each does: training.autocast_dtype
+INFERENCE = ("auto", "torch", "onnxruntime")  # train.inference; what auto picks: onnx_engine.engine_for
 MODEL_KEYS = ("arch", "input_size", "optimizer", "lr", "batch_size", "epochs")
 
 
@@ -106,6 +107,30 @@ def precision_name(params: dict, name: str | None = None, cfg: dict | None = Non
         raise CatdogError(f"models.{name} (arch numpy) computes in NumPy float32: set train.precision: auto or "
                           "float32")
     return precision
+
+
+def inference_name(params: dict) -> str:
+    """train.inference, the engine of the forward passes that need no gradient (the frozen backbone's features,
+    evaluate, predict, the served model). ONNX Runtime runs them in float32 on the CPU, so an explicit onnxruntime
+    with a half precision is refused here; whether the device is the CPU is known once it is picked."""
+    engine = params.get("train", {}).get("inference", "auto")
+    if engine not in INFERENCE:
+        raise CatdogError(f"train.inference={engine!r} is unknown; valid: {', '.join(INFERENCE)}")
+    precision = params.get("train", {}).get("precision", "auto")
+    if engine == "onnxruntime" and precision in ("bfloat16", "float16"):
+        raise CatdogError(f"train.inference=onnxruntime runs float32 but train.precision={precision}: set "
+                          "train.precision: auto or float32, or train.inference: torch")
+    if engine == "onnxruntime" and not onnxruntime_installed():
+        raise CatdogError("train.inference=onnxruntime but onnxruntime, onnx or onnxscript is not installed: "
+                          "`.venv/bin/pip install onnxruntime onnx onnxscript`, or set train.inference: auto")
+    return engine
+
+
+def onnxruntime_installed() -> bool:
+    """ONNX Runtime and what torch.onnx.export needs, found without importing them (seconds of start-up)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
 
 
 def processes(params: dict, name: str, cfg: dict) -> int:

@@ -31,10 +31,19 @@ REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "tqdm", "ml
 
 class CatdogModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
+        import torch
+
+        from catdog import onnx_engine
         from catdog.models import load_checkpoint
 
         self.checkpoint, self.model = load_checkpoint(context.artifacts[CHECKPOINT])
         self.model.eval()
+        # The forward pass `catdog predict` picks by default: ONNX Runtime on the CPU for convolutional models
+        # (PyTorch where onnxruntime is not installed, as in an environment built from REQUIREMENTS alone). Made
+        # once, at load, so that the export's seconds are paid at start-up and not by a request; into a temporary
+        # folder, not the server's working directory.
+        self.run = onnx_engine.runner(self.model, self.checkpoint["config"]["input_size"], torch.device("cpu"),
+                                      cache=None)
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
@@ -49,7 +58,7 @@ class CatdogModel(mlflow.pyfunc.PythonModel):
             except (binascii.Error, TypeError, ValueError):
                 raise MlflowException(f"image {i} is not base64: send each image file base64-encoded in the "
                                       "column `image`", INVALID_PARAMETER_VALUE) from None
-        rows = classify(self.model, sources, self.checkpoint, torch.device("cpu"), batch_size=64)
+        rows = classify(self.model, sources, self.checkpoint, torch.device("cpu"), batch_size=64, run=self.run)
         # Pillow names the file it could not read: here the payload's BytesIO object, which tells a client nothing.
         bad = [(i, row["error"].replace(f" {source!r}", "")) for i, ((source, _), row) in enumerate(zip(sources, rows))
                if "error" in row]

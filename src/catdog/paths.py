@@ -23,6 +23,7 @@ CALIBRATION_FILE = Path("plots/calibration.csv")  # plot: its points, one row pe
 LEARNED_PNG = Path("plots/learned.png")        # plot: the first layer's weights as pictures
 HEATMAPS_PNG = Path("plots/heatmaps.png")      # plot: where the model looks, on the same test images for every model
 FEATURE_CACHE = Path(".cache/features")        # train: frozen-backbone features, content-addressed (not DVC's)
+ONNX_CACHE = Path(".cache/onnx")                # evaluate, predict, train: models exported for ONNX Runtime, by weights
 
 
 def repo_root() -> Path:

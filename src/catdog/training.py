@@ -271,13 +271,15 @@ class History:
 
 
 def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=lambda row: None,
-        cache_features: bool = True, precision: str = "auto", resident: bool | None = None) -> History:
+        cache_features: bool = True, precision: str = "auto", resident: bool | None = None,
+        inference: str = "auto") -> History:
     """Train for cfg['epochs'] and return the History. A model that is not a torch module (the NumPy network)
     trains itself through its own `fit` with the same arguments and History. cache_features=False runs a frozen
     backbone on every batch (the naive loop, for benchmarks/frozen_features.py). precision: train.precision, for
     the training and validation forward passes (autocast_dtype). On CUDA, resident=True/False puts the images on
     the GPU or leaves them in host memory (default: on the GPU when they fit), for benchmarks/gpu.py. Under
-    torchrun each process trains on its part of every batch."""
+    torchrun each process trains on its part of every batch. inference: train.inference, the engine of the frozen
+    backbone's feature pass (onnx_engine.engine_for)."""
     history = History(on_epoch)
     if not isinstance(model, nn.Module):
         if distributed.size() > 1:
@@ -287,7 +289,8 @@ def fit(model, cfg: dict, train: Split, val: Split, device, seed: int, on_epoch=
     policy = DevicePolicy(device, model, precision)
     policy.place(model)
     if cache_features and getattr(model, "frozen", False) and not cfg.get("augment"):
-        return _fit_head_on_features(model, cfg, train, val, policy.device, seed, on_epoch, precision, resident)
+        return _fit_head_on_features(model, cfg, train, val, policy.device, seed, on_epoch, precision, resident,
+                                     inference)
     train_rows, val_rows = policy.keep(train, val, resident=resident)
     network = distributed.wrap(model, policy.device)
     optimizer = make_optimizer(model, cfg, policy.device)
@@ -338,11 +341,13 @@ def _epoch_scores(names, batch_losses, counts, correct, n_images: int, device) -
     return {name: total / n_images for name, total in zip(names, totals)} | {"accuracy": n_correct / n_images}
 
 
-def _fit_head_on_features(model, cfg, train: Split, val: Split, device, seed: int, on_epoch, precision, resident):
+def _fit_head_on_features(model, cfg, train: Split, val: Split, device, seed: int, on_epoch, precision, resident,
+                          inference="auto"):
     """A frozen backbone gives the same features every epoch: compute them once (cached on disk, keyed by the
     weights and the images) and train the head alone on them; the History still holds the whole model's state.
     Under torchrun every process computes the features (or reads them from the shared cache)."""
-    train_features, val_features = (Split(backbone_features(model.backbone, split.x, device, precision=precision),
+    train_features, val_features = (Split(backbone_features(model.backbone, split.x, device, precision=precision,
+                                                            inference=inference),
                                           split.y, split.brightness) for split in (train, val))
     history = fit(model.head, cfg, train_features, val_features, device, seed, on_epoch, precision=precision,
                   resident=resident)
@@ -358,9 +363,12 @@ def _digest(*arrays) -> str:
     return digest.hexdigest()[:32]
 
 
-def feature_cache_path(backbone: nn.Module, x: torch.Tensor, policy: DevicePolicy) -> Path:
-    """Where backbone_features keeps the features of x: the repository's cache, shared by queued experiments."""
+def feature_cache_path(backbone: nn.Module, x: torch.Tensor, policy: DevicePolicy, engine: str = "torch") -> Path:
+    """Where backbone_features keeps the features of x: the repository's cache, shared by queued experiments.
+    engine: 'torch' or 'onnxruntime' (onnx_engine.engine_for), whose kernels round differently."""
     key = _digest(*(v.cpu().numpy() for v in backbone.state_dict().values()), x.numpy())
+    if engine == "onnxruntime":  # float32 on the CPU, its own graph: PyTorch's precision and layout do not apply
+        return repo_root() / FEATURE_CACHE / f"{key}-onnxruntime.npy"
     suffix = "" if policy.amp_dtype is None else f"-{policy.precision}"
     suffix += "-channels_last" if policy.memory_format == torch.channels_last else ""
     suffix += "" if policy.device.type == "cpu" else f"-{policy.device.type}"
@@ -369,19 +377,28 @@ def feature_cache_path(backbone: nn.Module, x: torch.Tensor, policy: DevicePolic
 
 @torch.no_grad()
 def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: int = 64,
-                      precision: str = "auto") -> torch.Tensor:
-    """The backbone's features of every image, computed once per (weights, images, precision, memory layout,
-    device kind) and then read from disk: features differ in round-off between bf16, fp16 and float32, between
-    layouts, and between a GPU's kernels and the CPU's. float32 on the CPU, the default, has no suffix."""
+                      precision: str = "auto", inference: str = "auto") -> torch.Tensor:
+    """The backbone's features of every image, computed once per (weights, images, engine, precision, memory
+    layout, device kind) and then read from disk: features differ in round-off between ONNX Runtime and PyTorch,
+    between bf16, fp16 and float32, between layouts, and between a GPU's kernels and the CPU's. PyTorch float32
+    on the CPU has no suffix. inference: train.inference; ONNX Runtime runs the backbone exported as a graph of
+    its own (onnx_engine, .cache/onnx)."""
+    from catdog import onnx_engine  # late: it imports this module
+
     policy = DevicePolicy(device, backbone, precision)
-    path = feature_cache_path(backbone, x, policy)
+    engine = onnx_engine.engine_for(inference, backbone, policy.device, precision)
+    path = feature_cache_path(backbone, x, policy, engine)
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
-    policy.place(backbone).eval()
-    with policy.autocast():
-        features = torch.cat([backbone(policy.input(policy.rows(x, slice(i, i + batch_size)))).float()
-                              for i in _progress(range(0, len(x), batch_size), desc="backbone features",
-                                                 unit="batch")]).cpu()
+    batches = _progress(range(0, len(x), batch_size), desc="backbone features", unit="batch")
+    if engine == "onnxruntime":
+        run = onnx_engine.runner(backbone, x.shape[-1], policy.device, precision, engine)
+        features = torch.cat([run(x[i:i + batch_size], batch_size) for i in batches])
+    else:
+        policy.place(backbone).eval()
+        with policy.autocast():
+            features = torch.cat([backbone(policy.input(policy.rows(x, slice(i, i + batch_size)))).float()
+                                  for i in batches]).cpu()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, features.numpy(), allow_pickle=False)

@@ -10,8 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
 from catdog import cli  # noqa: E402
-from catdog.config import (check_data, check_synthetic, device_name, load_params, model_config,  # noqa: E402
-                           precision_name, processes)
+from catdog.config import (check_data, check_synthetic, device_name, inference_name, load_params,  # noqa: E402
+                           model_config, precision_name, processes)
 from catdog.io import write_text  # noqa: E402
 from catdog.paths import PARAMS_CHECKED  # noqa: E402
 
@@ -23,6 +23,7 @@ def main() -> None:
     name, cfg = model_config(params)
     device_name(params)
     precision_name(params, name, cfg)
+    inference_name(params)
     processes(params, name, cfg)
     write_text(PARAMS_CHECKED, "ok\n")  # constant, so a passing check never re-runs the stages after it
     print(f"params.yaml is valid (model {name})")

@@ -1,0 +1,145 @@
+"""train.inference: ONNX Runtime gives PyTorch's outputs (1e-4) through the same scaling, auto picks it for
+convolutional models on the CPU only, the exported file and the backbone features are cached apart per engine,
+a bad value is one line, and `catdog predict` answers the same in either engine."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from catdog import CatdogError, onnx_engine, predict, training
+from catdog.config import inference_name, load_params
+from catdog.models import build_model
+from catdog.paths import ONNX_CACHE
+from catdog.training import DevicePolicy, backbone_features, feature_cache_path
+from conftest import ROOT, write_image
+
+PARAMS = load_params(ROOT / "params.yaml")
+MODELS = PARAMS["models"]
+CPU = torch.device("cpu")
+SIZE = 16
+TINY = {"fc": ("shallow", {"hidden": [8]}), "cnn": ("cnn", {"channels": [4, 8]}),
+        "multitask": ("multitask", {"hidden": [8]})}
+
+
+def tiny(kind):
+    name, changes = TINY[kind]
+    cfg = {**MODELS[name], **changes, "input_size": SIZE}
+    torch.manual_seed(0)
+    return name, cfg, build_model(cfg, name).eval()
+
+
+def images(n=10, side=SIZE):
+    return torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_onnx_runtime_gives_pytorchs_outputs_at_any_batch_size_and_exports_once(kind, tmp_path, monkeypatch):
+    _, _, model = tiny(kind)
+    x = images()
+    expected = training.predict(model, x, 4, CPU, precision="float32")
+    run = onnx_engine.runner(model, SIZE, CPU, engine="onnxruntime", cache=tmp_path)
+    assert run.engine == "onnxruntime"
+    got = run(x, 3)  # batches of 3, 3, 3, 1: the batch dimension is free
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0)
+    assert torch.allclose(run(x, "full"), got, atol=1e-6, rtol=0)  # one batch of all 10
+    assert len(list(tmp_path.glob("*.onnx"))) == 1 and not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr("catdog.export.export_onnx", lambda *a: pytest.fail("exported again"))
+    again = onnx_engine.runner(model, SIZE, CPU, engine="onnxruntime", cache=tmp_path)(x, 3)
+    assert torch.equal(again, got)  # the cached file, fixed session settings: byte-identical on rerun
+
+
+def test_other_weights_get_another_file(tmp_path):
+    _, _, model = tiny("cnn")
+    first = onnx_engine.onnx_file(model, SIZE, tmp_path)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    assert onnx_engine.onnx_file(model, SIZE, tmp_path) != first
+    assert onnx_engine.model_key(model, 32) != onnx_engine.model_key(model, SIZE)  # another input size
+
+
+def test_auto_is_onnx_runtime_for_convolutional_models_on_the_cpu_in_float32(monkeypatch):
+    cnn, fc = tiny("cnn")[2], tiny("fc")[2]
+    assert onnx_engine.engine_for("auto", cnn, CPU) == "onnxruntime"
+    assert onnx_engine.engine_for("auto", fc, CPU) == "torch"
+    assert onnx_engine.engine_for("torch", cnn, CPU) == "torch"
+    assert onnx_engine.engine_for("onnxruntime", fc, CPU) == "onnxruntime"
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert onnx_engine.engine_for("auto", cnn, CPU, "bfloat16") == "torch"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert onnx_engine.engine_for("auto", cnn, torch.device("cuda")) == "torch"
+    with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs on the CPU, not on cuda: set "
+                                          r"train.inference: auto or torch, or train.device: cpu$"):
+        onnx_engine.engine_for("onnxruntime", cnn, torch.device("cuda"))
+    with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs float32, not train.precision="):
+        onnx_engine.engine_for("onnxruntime", cnn, CPU, "bfloat16")
+    monkeypatch.setattr(onnx_engine, "onnxruntime_installed", lambda: False)
+    assert onnx_engine.engine_for("auto", cnn, CPU) == "torch"  # a served model's environment without it
+
+
+@pytest.mark.parametrize("value, message", [
+    ("tensorrt", "train.inference='tensorrt' is unknown; valid: auto, torch, onnxruntime"),
+    (None, "train.inference=None is unknown; valid: auto, torch, onnxruntime"),
+])
+def test_a_bad_inference_param_is_one_line(value, message):
+    params = copy.deepcopy(PARAMS)
+    params["train"]["inference"] = value
+    with pytest.raises(CatdogError) as error:
+        inference_name(params)
+    assert str(error.value) == message
+
+
+def test_onnxruntime_with_a_half_precision_is_refused_by_check():
+    params = copy.deepcopy(PARAMS)
+    params["train"].update(inference="onnxruntime", precision="bfloat16")
+    with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs float32 but train.precision=bfloat16: "
+                                          r"set train.precision: auto or float32, or train.inference: torch$"):
+        inference_name(params)
+    assert inference_name(PARAMS) == "auto"
+
+
+def test_cached_features_are_kept_apart_by_engine(monkeypatch, tmp_path):
+    monkeypatch.setattr(training, "FEATURE_CACHE", tmp_path / "features")  # absolute: repo_root() / it is it
+    monkeypatch.setattr(onnx_engine, "ONNX_CACHE", tmp_path / "onnx")
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = images(6)
+    policy = DevicePolicy(CPU, backbone, "float32")
+    paths = {e: feature_cache_path(backbone, x, policy, e) for e in ("torch", "onnxruntime")}
+    assert paths["torch"] != paths["onnxruntime"]
+    features = {e: backbone_features(backbone, x, CPU, batch_size=4, inference=e) for e in ("torch", "onnxruntime")}
+    assert sorted((tmp_path / "features").iterdir()) == sorted(paths.values())
+    assert torch.allclose(features["torch"], features["onnxruntime"], atol=1e-4, rtol=0)
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # the backbone, exported once
+    assert torch.equal(backbone_features(backbone, x, CPU, inference="auto"), features["onnxruntime"])  # read back
+
+
+def test_catdog_predict_answers_the_same_in_either_engine(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the ONNX cache goes to this folder's .cache/onnx
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.setattr(onnx_engine, "ONNX_CACHE", ONNX_CACHE)  # not conftest's: relative to it again
+    name, cfg, model = tiny("cnn")
+    torch.save({"model": name, "config": cfg, "classes": ["cat", "dog"], "best_epoch": 1,
+                "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    for i in range(6):
+        write_image(tmp_path / "photos" / f"{i}.png", (40 * i, 200 - 30 * i, 90), size=(20 + i, 18))
+    answers = {}
+    for engine in ("torch", "onnxruntime"):
+        predict.main(["--model", str(tmp_path / "model.pt"), "--inference", engine, "--json", "--batch-size", "4",
+                      str(tmp_path / "photos")])
+        answers[engine] = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in answers["torch"]] == [r["label"] for r in answers["onnxruntime"]]
+    assert [r["probabilities"]["dog"] for r in answers["onnxruntime"]] == pytest.approx(
+        [r["probabilities"]["dog"] for r in answers["torch"]], abs=1e-5)
+    assert len(list((tmp_path / ".cache" / "onnx").glob("*.onnx"))) == 1
+
+
+def test_catdog_predict_refuses_onnxruntime_on_a_gpu_in_one_line(monkeypatch):
+    cnn = tiny("cnn")[2]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    with pytest.raises(CatdogError, match=r"^--inference onnxruntime runs on the CPU, not on cuda: set --inference "
+                                          r"auto or torch, or --device cpu$"):
+        onnx_engine.runner(cnn, SIZE, torch.device("cuda"), engine="onnxruntime", cli=True)
