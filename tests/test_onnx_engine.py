@@ -1,5 +1,5 @@
 """train.inference: ONNX Runtime gives PyTorch's outputs (1e-4) through the same scaling, auto picks it for
-convolutional models on the CPU only, the exported file and the backbone features are cached apart per engine,
+frozen backbones on the CPU only, the exported file and the backbone features are cached apart per engine,
 a bad value is one line, and `catdog predict` answers the same in either engine."""
 
 import copy
@@ -29,6 +29,20 @@ def tiny(kind):
     cfg = {**MODELS[name], **changes, "input_size": SIZE}
     torch.manual_seed(0)
     return name, cfg, build_model(cfg, name).eval()
+
+
+class TinyFrozen(nn.Module):
+    """What auto looks for in a frozen pretrained model (models.Pretrained): frozen, a backbone and a head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.frozen = True
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
 
 
 def images(n=10, side=SIZE):
@@ -61,23 +75,38 @@ def test_other_weights_get_another_file(tmp_path):
     assert onnx_engine.model_key(model, 32) != onnx_engine.model_key(model, SIZE)  # another input size
 
 
-def test_auto_is_onnx_runtime_for_convolutional_models_on_the_cpu_in_float32(monkeypatch):
-    cnn, fc = tiny("cnn")[2], tiny("fc")[2]
-    assert onnx_engine.engine_for("auto", cnn, CPU) == "onnxruntime"
+def test_a_frozen_model_runs_its_backbone_in_onnx_runtime_and_its_head_in_torch(tmp_path):
+    model = TinyFrozen().eval()
+    x = images()
+    run = onnx_engine.runner(model, SIZE, CPU, cache=tmp_path)  # auto
+    assert run.engine == "onnxruntime"
+    assert torch.allclose(run(x, 4), training.predict(model, x, 4, CPU), atol=1e-4, rtol=0)
+    assert [p.name for p in tmp_path.glob("*.onnx")] == [f"{onnx_engine.model_key(model.backbone, SIZE)}.onnx"]
+    with torch.no_grad():
+        model.head.weight.add_(1.0)  # another head trained on the same backbone: the same file
+    onnx_engine.runner(model, SIZE, CPU, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def test_auto_is_onnx_runtime_for_frozen_backbones_on_the_cpu_in_float32(monkeypatch):
+    cnn, fc, frozen = tiny("cnn")[2], tiny("fc")[2], TinyFrozen()
+    assert onnx_engine.engine_for("auto", frozen, CPU) == "onnxruntime"
+    assert onnx_engine.engine_for("auto", frozen.backbone, CPU, backbone=True) == "onnxruntime"
+    assert onnx_engine.engine_for("auto", cnn, CPU) == "torch"  # a new checkpoint each training: export each time
     assert onnx_engine.engine_for("auto", fc, CPU) == "torch"
     assert onnx_engine.engine_for("torch", cnn, CPU) == "torch"
     assert onnx_engine.engine_for("onnxruntime", fc, CPU) == "onnxruntime"
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
-    assert onnx_engine.engine_for("auto", cnn, CPU, "bfloat16") == "torch"
+    assert onnx_engine.engine_for("auto", frozen, CPU, "bfloat16") == "torch"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert onnx_engine.engine_for("auto", cnn, torch.device("cuda")) == "torch"
+    assert onnx_engine.engine_for("auto", frozen, torch.device("cuda")) == "torch"
     with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs on the CPU, not on cuda: set "
                                           r"train.inference: auto or torch, or train.device: cpu$"):
         onnx_engine.engine_for("onnxruntime", cnn, torch.device("cuda"))
     with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs float32, not train.precision="):
         onnx_engine.engine_for("onnxruntime", cnn, CPU, "bfloat16")
     monkeypatch.setattr(onnx_engine, "onnxruntime_installed", lambda: False)
-    assert onnx_engine.engine_for("auto", cnn, CPU) == "torch"  # a served model's environment without it
+    assert onnx_engine.engine_for("auto", frozen, CPU) == "torch"  # a served model's environment without it
 
 
 @pytest.mark.parametrize("value, message", [
@@ -105,7 +134,7 @@ def test_cached_features_are_kept_apart_by_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(training, "FEATURE_CACHE", tmp_path / "features")  # absolute: repo_root() / it is it
     monkeypatch.setattr(onnx_engine, "ONNX_CACHE", tmp_path / "onnx")
     torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone = TinyFrozen().backbone
     x = images(6)
     policy = DevicePolicy(CPU, backbone, "float32")
     paths = {e: feature_cache_path(backbone, x, policy, e) for e in ("torch", "onnxruntime")}

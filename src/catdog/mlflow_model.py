@@ -38,7 +38,7 @@ class CatdogModel(mlflow.pyfunc.PythonModel):
 
         self.checkpoint, self.model = load_checkpoint(context.artifacts[CHECKPOINT])
         self.model.eval()
-        # The forward pass `catdog predict` picks by default: ONNX Runtime on the CPU for convolutional models
+        # The forward pass `catdog predict` picks by default: ONNX Runtime on the CPU for frozen pretrained models
         # (PyTorch where onnxruntime is not installed, as in an environment built from REQUIREMENTS alone). Made
         # once, at load, so that the export's seconds are paid at start-up and not by a request; into a temporary
         # folder, not the server's working directory.

@@ -7,10 +7,13 @@ export`), fed exactly what training.predict feeds the model (training.to_input: 
 `catdog predict`, the served MLflow Model and the frozen backbone's feature pass all go through it; attribution
 (Grad-CAM, occlusion) needs gradients and stays in PyTorch.
 
-auto picks ONNX Runtime on the CPU in float32 for convolutional models (cnn, the pretrained backbones), where it
-was measured faster end to end, the export included (benchmarks/onnx_inference.py, RESULTS.md); PyTorch for the
-fully-connected ones (level with PyTorch, and the export costs seconds), on CUDA and MPS, in half precision, and
-where onnxruntime is not installed (a served model's environment may lack it).
+auto picks ONNX Runtime on the CPU in float32 for frozen ImageNet backbones (the feature pass, and a frozen
+pretrained model's forward pass: backbone in ONNX Runtime, head in PyTorch), where it was measured faster end to
+end (benchmarks/onnx_inference.py --paths, RESULTS.md): their graph is the same for every head trained on it, so
+it is exported once and read from the cache ever after. Every other model gets a new checkpoint from each
+training, and its export (seconds) costs evaluate more than ONNX Runtime saves, so auto is PyTorch for them, as
+on CUDA and MPS, in half precision, and where onnxruntime is not installed (a served model's environment may lack
+it). train.inference=onnxruntime runs any model in ONNX Runtime.
 
 The exported file is cached in .cache/onnx, named by a sha256 of the module's structure, its weights, the input
 size and the torch version, so the export is paid once per checkpoint (or backbone) and reruns read the very same
@@ -37,13 +40,16 @@ CPU = torch.device("cpu")
 EXPORT_VERSION = "1"  # bump when catdog.export.export_onnx changes the graphs it writes: old cached files go stale
 
 
-def convolutional(model) -> bool:
-    return isinstance(model, nn.Module) and any(isinstance(m, nn.Conv2d) for m in model.modules())
+def frozen_backbone(model) -> bool:
+    """A pretrained model with `freeze: true`: its backbone, the costly part, never changes in training."""
+    return bool(getattr(model, "frozen", False)) and isinstance(getattr(model, "backbone", None), nn.Module)
 
 
-def engine_for(engine: str, model, device, precision: str = "auto", cli: bool = False) -> str:
+def engine_for(engine: str, model, device, precision: str = "auto", cli: bool = False,
+               backbone: bool = False) -> str:
     """'torch' or 'onnxruntime': what train.inference=engine runs on this device in this precision. cli: the
-    errors name catdog predict's options (--inference, --device) instead of params."""
+    errors name catdog predict's options (--inference, --device) instead of params. backbone: model is a frozen
+    backbone itself (training.backbone_features)."""
     def fix(key: str, value: str) -> str:
         return f"--{key} {value}" if cli else f"train.{key}: {value}"
 
@@ -54,7 +60,8 @@ def engine_for(engine: str, model, device, precision: str = "auto", cli: bool = 
     device = torch.device(device)
     half = not isinstance(model, NumpyModel) and autocast_dtype(device, precision) is not None
     if engine == "auto":
-        fits = device.type == "cpu" and not half and convolutional(model) and onnxruntime_installed()
+        reusable = backbone or frozen_backbone(model)
+        fits = device.type == "cpu" and not half and reusable and onnxruntime_installed()
         return "onnxruntime" if fits else "torch"
     if engine == "onnxruntime":
         if device.type != "cpu":
@@ -115,23 +122,28 @@ def session(path: Path):
 
 
 class OnnxRunner:
-    """One session over the exported model; called as training.predict is, on uint8 (or float) rows."""
+    """One session over the exported model; called as training.predict is, on uint8 (or float) rows. A frozen
+    pretrained model: the session runs its backbone (the file every head on it shares) and PyTorch its head."""
 
     engine = "onnxruntime"
 
     def __init__(self, model, size: int, cache: Path | None):
+        self.head = model.head.eval() if frozen_backbone(model) else None
+        graph = model.backbone if self.head is not None else model
         if cache is None:  # a served model: the file lives only until the session has read it
             with tempfile.TemporaryDirectory() as tmp:
-                self.session = session(onnx_file(model, size, Path(tmp)))
+                self.session = session(onnx_file(graph, size, Path(tmp)))
         else:
-            self.session = session(onnx_file(model, size, cache))
+            self.session = session(onnx_file(graph, size, cache))
         self.input = self.session.get_inputs()[0].name
 
+    @torch.no_grad()
     def __call__(self, x: torch.Tensor, batch_size) -> torch.Tensor:
         step = batch_rows(batch_size, len(x))
         outputs = [self.session.run(None, {self.input: to_input(x[i:i + step], CPU).contiguous().numpy()})[0]
                    for i in range(0, len(x), step)]
-        return torch.from_numpy(np.concatenate(outputs).astype(np.float32, copy=False))
+        outputs = torch.from_numpy(np.concatenate(outputs).astype(np.float32, copy=False))
+        return self.head.to(CPU)(outputs).float() if self.head is not None else outputs
 
 
 class TorchRunner:
@@ -149,10 +161,10 @@ def default_cache() -> Path:
 
 
 def runner(model, size: int, device=CPU, precision: str = "auto", engine: str = "auto",
-           cache: Path | None | str = "repo", cli: bool = False):
+           cache: Path | None | str = "repo", cli: bool = False, backbone: bool = False):
     """The forward pass train.inference=engine picks for this model, device and precision. cache: the folder of
     exported files ('repo': .cache/onnx of the repository; None: a temporary one, for a served model)."""
-    if engine_for(engine, model, device, precision, cli) == "torch":
+    if engine_for(engine, model, device, precision, cli, backbone) == "torch":
         return TorchRunner(model, device, precision)
     return OnnxRunner(model, size, default_cache() if cache == "repo" else cache)
 

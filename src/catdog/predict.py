@@ -33,8 +33,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--inference", choices=INFERENCE, default="auto",
-                        help="the engine: auto (ONNX Runtime on the CPU for convolutional models, where it is faster; "
-                             "PyTorch otherwise), torch or onnxruntime (CPU only)")
+                        help="the engine: auto (ONNX Runtime on the CPU for frozen pretrained models, where it is "
+                             "faster; PyTorch otherwise), torch or onnxruntime (CPU only)")
     parser.add_argument("--batch-size", type=int, default=64, help="images decoded and classified at once")
     return parser.parse_args(argv)
 

@@ -386,13 +386,13 @@ def backbone_features(backbone: nn.Module, x: torch.Tensor, device, batch_size: 
     from catdog import onnx_engine  # late: it imports this module
 
     policy = DevicePolicy(device, backbone, precision)
-    engine = onnx_engine.engine_for(inference, backbone, policy.device, precision)
+    engine = onnx_engine.engine_for(inference, backbone, policy.device, precision, backbone=True)
     path = feature_cache_path(backbone, x, policy, engine)
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
     batches = _progress(range(0, len(x), batch_size), desc="backbone features", unit="batch")
     if engine == "onnxruntime":
-        run = onnx_engine.runner(backbone, x.shape[-1], policy.device, precision, engine)
+        run = onnx_engine.runner(backbone, x.shape[-1], policy.device, precision, engine, backbone=True)
         features = torch.cat([run(x[i:i + batch_size], batch_size) for i in batches])
     else:
         policy.place(backbone).eval()
