@@ -14,7 +14,6 @@ image's size as displayed (after EXIF orientation) and the box in its pixels, x1
 squashed to a square, so a box as fractions of width and height is the box at any cached size times that size.
 """
 
-import contextlib
 import csv
 import hashlib
 import importlib
@@ -82,15 +81,31 @@ def _viewed_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def _decode(path: Path, sizes: list[int]):
-    """(sha256 of the file, (arrays, brightness, (width, height) as displayed)) or (None, the reason it cannot be
-    used)."""
+_flat_files = {}  # a decoding worker's open all{size}.u8 files: {size: file descriptor}
+
+
+def _open_flat(flat: dict) -> None:
+    """Pool initializer: open the flat files {size: path} the worker writes its images into."""
+    _flat_files.update({s: os.open(path, os.O_WRONLY) for s, path in flat.items()})
+
+
+def _decode(item: tuple[int, Path], sizes: list[int]):
+    """Decode file number i into row i of every flat file (in the worker: 486 MB of arrays for 2400 images would
+    otherwise be pickled through a pipe to a main process that competes with the workers for the same cores).
+    Returns (sha256 of the file, (brightness, (width, height) as displayed)) or (None, the reason it cannot be
+    used); an unusable file's rows stay unwritten and are never read."""
+    i, path = item
     try:
         data = Path(path).read_bytes()
         arrays, brightness = load_rgb(io.BytesIO(data), sizes)
-        return hashlib.sha256(data).hexdigest(), (arrays, brightness, _viewed_size(data))
+        viewed = _viewed_size(data)
     except Exception as error:  # any unreadable file is skipped and reported, never fatal
         return None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    for s, array in dict(zip(sizes, arrays)).items():
+        row = array.tobytes()  # C order, as (3, s, s)
+        if os.pwrite(_flat_files[s], row, i * len(row)) != len(row):
+            raise OSError(f"short write of image {i} at size {s}")
+    return hashlib.sha256(data).hexdigest(), (brightness, viewed)
 
 
 def read_boxes(path: Path) -> dict[str, dict]:
@@ -190,19 +205,22 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
     workers = workers or os.cpu_count()
     name = [str(Path(f).relative_to(root)) for f in files]
     box_rows = read_boxes(boxes) if boxes is not None and Path(boxes).is_file() else {}
-    with atomic_dir(out_dir) as tmp, contextlib.ExitStack() as files_open:
-        # Every usable image's arrays are appended to one flat file per size with plain writes, and the split files
-        # are then written from it with plain reads and writes: the data only passes through the page cache, which
-        # the kernel writes back and reclaims as it needs. A writable memory map of these files would count every
-        # page touched in the process's resident memory (about 5.3 GB for 25,000 images at 64, 128 and 224 px).
-        every = {s: files_open.enter_context(open(tmp / f"all{s}.u8", "wb")) for s in dict.fromkeys(sizes)}
+    with atomic_dir(out_dir) as tmp:
+        # The workers write every image's arrays into one flat file per size, row i for file i, with plain writes,
+        # and the split files are then written from it with plain reads and writes: the data only passes through
+        # the page cache, which the kernel writes back and reclaims as it needs. A writable memory map of these
+        # files would count every page touched in the process's resident memory (about 5.3 GB for 25,000 images
+        # at 64, 128 and 224 px).
+        flat = {s: tmp / f"all{s}.u8" for s in dict.fromkeys(sizes)}
+        for path in flat.values():
+            path.touch()
         brightness = np.zeros(len(files), dtype=np.float32)
         usable, skipped, duplicates, first_of, viewed = [], [], [], {}, {}
         # The split needs sklearn, about a second to import: this process imports it while the workers decode.
         threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
         # spawn, not fork: forking a process that already runs threads (torch's, in tests and notebooks) can hang
-        with get_context("spawn").Pool(workers) as pool:
-            decoded = pool.imap(partial(_decode, sizes=sizes), files, chunksize=16)
+        with get_context("spawn").Pool(workers, initializer=_open_flat, initargs=(flat,)) as pool:
+            decoded = pool.imap(partial(_decode, sizes=sizes), enumerate(files), chunksize=16)
             for i, (digest, result) in enumerate(tqdm(decoded, total=len(files), desc="decode", unit="img")):
                 if digest is None:
                     skipped.append({"file": name[i], "reason": result})
@@ -210,12 +228,8 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
                     duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
                 else:
                     first_of[digest] = i
-                    usable.append(i)  # its arrays are row len(usable) - 1 of every all{size}.u8
-                    arrays, brightness[i], viewed[i] = result
-                    for s, array in dict(zip(sizes, arrays)).items():
-                        every[s].write(array.tobytes())  # C order, as (3, s, s)
-        for f in every.values():
-            f.close()
+                    usable.append(i)
+                    brightness[i], viewed[i] = result
         usable = np.asarray(usable, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.uint8)
         for k, c in enumerate(classes):
@@ -238,7 +252,7 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         for split, positions in splits.items():
             rows = usable[positions]
             for s in sizes:
-                _write_rows(tmp / f"all{s}.u8", positions, (3, s, s), tmp / f"x{s}_{split}.npy")
+                _write_rows(flat[s], rows, (3, s, s), tmp / f"x{s}_{split}.npy")
             np.save(tmp / f"y_{split}.npy", labels[rows])
             np.save(tmp / f"brightness_{split}.npy", brightness[rows])
             if has_box.any():  # none at all: no files, so that load_boxes says there are none
@@ -249,8 +263,8 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
                 "per_class": {c: int((labels[rows] == k).sum()) for k, c in enumerate(classes)},
                 "files": [name[r] for r in rows],
             }
-        for s in every:
-            os.remove(tmp / f"all{s}.u8")
+        for path in flat.values():
+            os.remove(path)
         write_json(tmp / "manifest.json", manifest)
     return manifest
 

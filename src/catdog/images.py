@@ -59,7 +59,8 @@ def load_rgb(path: Path, sizes: list[int]) -> tuple[list[np.ndarray], float]:
             # Decode big JPEGs at a reduced scale (still >= DRAFT_SIDE): far faster on multi-megapixel photos. A fixed
             # side, not max(sizes), so that adding a size to data.sizes never changes the pixels of the others.
             img.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
-            img = ImageOps.exif_transpose(img)
+            if img.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even an upright image: a decode's cost
+                img = ImageOps.exif_transpose(img)
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greyscale: rescale, do not clip
                 values = np.asarray(img, dtype=np.float64)
                 img = Image.fromarray(np.uint8(np.clip(values * 255 / max(values.max(), 255), 0, 255)))
@@ -67,8 +68,9 @@ def load_rgb(path: Path, sizes: list[int]) -> tuple[list[np.ndarray], float]:
                 rgba = img.convert("RGBA")
                 img = Image.new("RGB", rgba.size, (255, 255, 255))
                 img.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white, not black
-            else:
+            elif img.mode != "RGB":  # convert copies even an RGB image
                 img = img.convert("RGB")
-            brightness = float(np.asarray(img.convert("L"), dtype=np.float64).mean() / 255)
+            # the mean of uint8 values accumulates in float64, exactly: the same figure as converting first
+            brightness = float(np.asarray(img.convert("L")).mean() / 255)
             arrays = [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR)).transpose(2, 0, 1) for s in sizes]
             return arrays, brightness

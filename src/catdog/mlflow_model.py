@@ -11,6 +11,7 @@ the probability of the positive class (the second class name, `dog` on the embed
 
 import base64
 import binascii
+import contextlib
 import io
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ ARTIFACT_PATH = "model"      # runs:/<run id>/model
 CHECKPOINT = "checkpoint"    # its artifact key; the file lands as artifacts/model.pt in the model folder
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image")]),
                            outputs=Schema([ColSpec("string", "label"), ColSpec("double", "p_dog")]))
-REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "tqdm", "mlflow")
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "tqdm", "mlflow", "onnxruntime", "onnx", "onnxscript")
 
 
 class CatdogModel(mlflow.pyfunc.PythonModel):
@@ -96,6 +97,27 @@ def requirements() -> list[str]:
     return pins
 
 
+def warm_up() -> None:
+    """The imports log() needs, done ahead: the tracking helper calls this while the model trains."""
+    import mlflow.pyfunc  # noqa: F401
+    import pandas  # noqa: F401
+
+
+@contextlib.contextmanager
+def _without_redundant_checks():
+    """Two checks of mlflow.pyfunc.log_model that cannot fail here and cost `train` 4 s, most of it for a short
+    training. Its serving-input check loads the logged model and predicts its input example in this process,
+    importing torch (2 s; an ONNX export more for a frozen backbone); tests/test_mlflow_model.py loads, predicts
+    and serves the logged models instead. Its requirements check maps every installed file to its package (1.6 s)
+    to compare the pins with the installed versions, which requirements() read. mock.patch fails loudly if MLflow
+    renames either."""
+    from unittest import mock
+
+    with mock.patch("mlflow.models.utils._validate_serving_input"), \
+            mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches"):
+        yield
+
+
 def log(checkpoint: str, example: bytes | None = None):
     """Log the checkpoint as the active run's MLflow Model `model` (a LoggedModel: the UI's Models column)."""
     import pandas as pd
@@ -103,8 +125,9 @@ def log(checkpoint: str, example: bytes | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "catdog"  # the sources alone, without __pycache__
         shutil.copytree(Path(__file__).resolve().parent, package, ignore=shutil.ignore_patterns("__pycache__"))
-        return mlflow.pyfunc.log_model(
-            name=ARTIFACT_PATH, python_model=CatdogModel(), artifacts={CHECKPOINT: checkpoint},
-            code_paths=[str(package)], signature=SIGNATURE,
-            input_example=pd.DataFrame({"image": [encode(example)]}) if example is not None else None,
-            pip_requirements=requirements())
+        with _without_redundant_checks():
+            return mlflow.pyfunc.log_model(
+                name=ARTIFACT_PATH, python_model=CatdogModel(), artifacts={CHECKPOINT: checkpoint},
+                code_paths=[str(package)], signature=SIGNATURE,
+                input_example=pd.DataFrame({"image": [encode(example)]}) if example is not None else None,
+                pip_requirements=requirements())

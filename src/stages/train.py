@@ -17,7 +17,8 @@ tracking.start_helper()  # first: its MLflow run's helper process imports MLflow
 import torch  # noqa: E402
 
 from catdog import cli, distributed  # noqa: E402
-from catdog.config import device_name, flat, load_params, model_config, precision_name, processes  # noqa: E402
+from catdog.config import (device_name, flat, inference_name, load_params, model_config, precision_name,  # noqa: E402
+                           processes)
 from catdog.dataset import load_manifest, load_split, report, train_subset  # noqa: E402
 from catdog.io import write_bytes, write_json  # noqa: E402
 from catdog.models import build_model  # noqa: E402
@@ -45,16 +46,19 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
     model = build_model(cfg, name)
     precision = precision_name(params, name, cfg)
     used = DevicePolicy(device, model, precision).precision  # what auto picks here; a device without it fails now
+    inference = inference_name(params)  # the frozen backbone's feature pass: ONNX Runtime or PyTorch
     if distributed.rank() > 0:  # its part of every batch; rank 0 writes the outputs and logs to MLflow
-        fit(model, cfg, train, val, device, params["seed"], precision=precision)
+        fit(model, cfg, train, val, device, params["seed"], precision=precision, inference=inference)
         return
     hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), "precision": used,
+                       "inference": inference,
                        **flat(cfg), **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
                        "processes": distributed.size()}
     with tracking.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")) as run:
         start = time.perf_counter()
         log_epoch = lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
-        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch, precision=precision)
+        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch, precision=precision,
+                      inference=inference)
         seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],
                       "best_epoch": history.best_epoch, "state_dict": history.best_state}
