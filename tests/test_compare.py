@@ -66,28 +66,30 @@ def test_validation_curves_png_overlays_runs_of_any_length(tmp_path):
 @pytest.mark.slow
 def test_parallel_grid_search_leaderboard_and_best(tmp_path):
     repo = copy_repo(tmp_path / "repo")
+    # A grid of two points (two values of one key) and one experiment outside it: three queued experiments, two at a
+    # time, prove the queue, the shared store, the choice and the ranking (five took 207 s in CI, three about 60%).
     run(["dvc", "exp", "run", "--queue", "-S", "model=logistic", "-S", "models.logistic.lr=0.01,0.0001",
-         "-S", "models.logistic.batch_size=8,16", "-S", "train.sweep=grid"], repo)
+         "-S", "train.sweep=grid"], repo)
     run(["dvc", "exp", "run", "--queue", "-n", "plain-mlp", "-S", "model=mlp"], repo)
     run(["dvc", "exp", "run", "--run-all", "-j", "2"], repo)  # two at once, on one SQLite store
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("catdog").experiment_id])
-    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     assert all("test_accuracy" in r.data.metrics and r.info.run_name == r.data.tags["dvc_exp_name"] for r in runs)
     grid = {r.info.run_name: r for r in runs if r.data.tags.get("sweep") == "grid"}
-    assert len(grid) == 4 and "plain-mlp" not in grid
+    assert len(grid) == 2 and "plain-mlp" not in grid
 
     python = [sys.executable, "-m", "catdog"]
     chosen = run(python + ["best", "--sweep", "grid"], repo).stdout
     by_validation = max(grid.values(), key=lambda r: r.data.metrics["best_val_accuracy"])
-    winner = chosen.split("best of 4 by validation accuracy: ")[1].split(" ")[0]
+    winner = chosen.split("best of 2 by validation accuracy: ")[1].split(" ")[0]
     assert grid[winner].data.metrics["best_val_accuracy"] == by_validation.data.metrics["best_val_accuracy"]
     assert f"test accuracy {grid[winner].data.metrics['test_accuracy']:.4f}" in chosen
 
     result = run(python + ["leaderboard"], repo)
     rows = [line for line in (repo / "reports/leaderboard.md").read_text().splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + 5
+    assert len(rows) == 1 + 3
     names = [row.split(" | ")[1] for row in rows[1:]]
     accuracy = {r.info.run_name: r.data.metrics["test_accuracy"] for r in runs}
     assert sorted(names) == sorted(accuracy) and [accuracy[n] for n in names] == sorted(accuracy.values(),
