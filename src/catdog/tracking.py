@@ -237,14 +237,6 @@ def _serve(stream) -> None:
     except (EOFError, pickle.UnpicklingError):  # the stage stopped before it opened a run
         return
     run, keep_status = _open(mlflow, opening)
-    warming = None
-    if run is not None and "start" in opening:  # a training run logs its model last: prepare for it meanwhile
-        import threading
-
-        from catdog import mlflow_model
-
-        warming = threading.Thread(target=mlflow_model.warm_up, daemon=True)
-        warming.start()
     status = "FAILED"
     try:
         while True:
@@ -261,8 +253,6 @@ def _serve(stream) -> None:
                 from catdog import mlflow_model
 
                 checkpoint, example = args
-                if warming is not None:
-                    warming.join()
                 mlflow_model.log(checkpoint, mlflow_model.example_image(example))
             else:
                 getattr(mlflow, name)(*args, **kwargs)
