@@ -97,12 +97,6 @@ def requirements() -> list[str]:
     return pins
 
 
-def warm_up() -> None:
-    """The imports log() needs, done ahead: the tracking helper calls this while the model trains."""
-    import mlflow.pyfunc  # noqa: F401
-    import pandas  # noqa: F401
-
-
 @contextlib.contextmanager
 def _without_redundant_checks():
     """Two checks of mlflow.pyfunc.log_model that cannot fail here and cost `train` 4 s, most of it for a short
