@@ -47,6 +47,14 @@ def onnx_cache_outside_the_repository(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(catdog.onnx_engine, "ONNX_CACHE", tmp_path_factory.getbasetemp() / "onnx-cache")
 
 
+@pytest.fixture(autouse=True)
+def other_sizes_outside_the_repository(monkeypatch, tmp_path):
+    """Sizes decoded on first use (dataset.other_size) go to the test's own folder, not the repository's .cache."""
+    import catdog.dataset
+
+    monkeypatch.setattr(catdog.dataset, "OTHER_SIZES", tmp_path / "other-sizes")
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """An ImageFolder layout: 10 dark cats, 10 bright dogs, of mixed sizes, formats and modes."""

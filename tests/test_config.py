@@ -5,7 +5,8 @@ import copy
 import pytest
 
 from catdog import CatdogError
-from catdog.config import check_data, load_params, model_config
+from catdog import models
+from catdog.config import architectures, check_data, load_params, model_config
 from conftest import ROOT
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -22,6 +23,10 @@ def test_the_default_model_is_valid():
     assert name == PARAMS["model"] and cfg == PARAMS["models"][name]
 
 
+def test_check_reads_the_architectures_of_the_registry_without_importing_torch():
+    assert architectures() == list(models.ARCHITECTURES)
+
+
 def test_unknown_model_lists_the_valid_ones():
     params = copy.deepcopy(PARAMS)
     params["model"] = "resnet9000"
@@ -35,7 +40,9 @@ def test_unknown_model_lists_the_valid_ones():
     ("batch_size", -1, "models.logistic.batch_size=-1 must be a positive integer or 'full'"),
     ("epochs", 2.5, "models.logistic.epochs=2.5 must be a positive integer"),
     ("optimizer", "rmsprop", "optimizer='rmsprop' is unknown; valid: sgd, adam"),
-    ("input_size", 96, r"input_size=96 is not cached by prepare; use one of data.sizes=\[64, 128, 224\]"),
+    ("input_size", "96", r"models.logistic.input_size='96' must be a square side in pixels from 8 to 4096"),
+    ("input_size", 4, r"input_size=4 must be a square side in pixels from 8 to 4096 \(data.sizes=\[64, 128\] are "
+                      "prepared ahead, others on first use\)"),
     ("arch", "transformer", "arch='transformer' is unknown"),
 ])
 def test_bad_model_values_are_named(key, value, message):

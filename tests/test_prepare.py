@@ -53,6 +53,34 @@ def test_prepare_an_image_folder_layout(image_folder, tmp_path):
     assert load_manifest(tmp_path / "prepared") == manifest
 
 
+def test_a_size_prepare_did_not_cache_is_decoded_on_first_use_as_prepare_would_have(image_folder, tmp_path):
+    files, labels, classes = discover(image_folder)
+    common = dict(val_fraction=0.2, test_fraction=0.2, seed=0, workers=2)
+    prepare(files, labels, classes, image_folder, sizes=[16], out_dir=tmp_path / "one", **common)
+    prepare(files, labels, classes, image_folder, sizes=[16, 24], out_dir=tmp_path / "both", **common)
+    assert not (tmp_path / "one" / "x24_train.npy").exists()
+    for split in ("train", "val", "test"):
+        for got, expected in zip(load_split(split, 24, tmp_path / "one"), load_split(split, 24, tmp_path / "both")):
+            assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    kept = list((tmp_path / "other-sizes").glob("24-*/x24_*.npy"))
+    assert len(kept) == 3 and not list((tmp_path / "other-sizes").glob(".*"))  # written whole, no leftovers
+
+    # Read again from the cache, not decoded: even with the images gone.
+    moved = tmp_path / "moved"
+    image_folder.rename(moved)
+    assert np.array_equal(load_split("test", 24, tmp_path / "one")[0], load_split("test", 24, tmp_path / "both")[0])
+    moved.rename(image_folder)
+
+    # Another size from a folder whose image changed since prepare: one line, nothing half-written.
+    changed = image_folder / load_manifest(tmp_path / "one")["splits"]["val"]["files"][0]
+    Image.open(changed).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(changed, format="PNG" if changed.suffix ==
+                                                                          ".png" else "JPEG")
+    with pytest.raises(CatdogError, match=rf"{changed} is not the file prepare read \(its bytes differ\): run "
+                                          r"`dvc repro prepare`"):
+        load_split("train", 32, tmp_path / "one")
+    assert not list((tmp_path / "other-sizes").glob("32-*")) and not list((tmp_path / "other-sizes").glob(".*"))
+
+
 def test_prepare_a_flat_kaggle_layout(tmp_path):
     root = tmp_path / "train"
     for i in range(8):

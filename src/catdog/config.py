@@ -15,6 +15,17 @@ INFERENCE = ("auto", "torch", "onnxruntime")  # train.inference; what auto picks
 MODEL_KEYS = ("arch", "input_size", "optimizer", "lr", "batch_size", "epochs")
 
 
+def architectures() -> list[str]:
+    """The names in models.ARCHITECTURES, read from the source: importing models imports torch, a second of the
+    `check` stage, which runs whenever a param changes. tests/test_config.py holds the two equal."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent / "models.py").read_text())
+    registry = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                    and any(getattr(target, "id", None) == "ARCHITECTURES" for target in node.targets))
+    return [key.value for key in registry.keys]
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict:
     if not path.exists():
         raise CatdogError(f"{path} not found: run the stages from the repository root")
@@ -24,8 +35,6 @@ def load_params(path: Path = PARAMS_FILE) -> dict:
 
 def model_config(params: dict) -> tuple[str, dict]:
     """The chosen model's name and entry, checked so that a typo fails in a second, not after an epoch."""
-    from catdog.models import ARCHITECTURES  # late: keeps torch out of `prepare`'s start-up
-
     models = params.get("models") or {}
     name = params.get("model")
     if not isinstance(name, str) or name not in models:
@@ -34,8 +43,8 @@ def model_config(params: dict) -> tuple[str, dict]:
     for key in MODEL_KEYS:
         if key not in cfg:
             raise CatdogError(f"models.{name}.{key} is missing; every model entry needs {', '.join(MODEL_KEYS)}")
-    if cfg["arch"] not in ARCHITECTURES:
-        raise CatdogError(f"models.{name}.arch={cfg['arch']!r} is unknown; valid: {', '.join(sorted(ARCHITECTURES))}")
+    if cfg["arch"] not in architectures():
+        raise CatdogError(f"models.{name}.arch={cfg['arch']!r} is unknown; valid: {', '.join(sorted(architectures()))}")
     if cfg["optimizer"] not in OPTIMIZERS:
         raise CatdogError(f"models.{name}.optimizer={cfg['optimizer']!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
     if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
@@ -44,12 +53,10 @@ def model_config(params: dict) -> tuple[str, dict]:
         raise CatdogError(f"models.{name}.epochs={cfg['epochs']!r} must be a positive integer")
     if not ((isinstance(cfg["batch_size"], int) and cfg["batch_size"] > 0) or cfg["batch_size"] == "full"):
         raise CatdogError(f"models.{name}.batch_size={cfg['batch_size']!r} must be a positive integer or 'full'")
-    sizes = params["data"]["sizes"]
-    if cfg["input_size"] not in sizes:
-        raise CatdogError(
-            f"models.{name}.input_size={cfg['input_size']} is not cached by prepare; "
-            f"use one of data.sizes={sizes} or add it there"
-        )
+    size = cfg["input_size"]
+    if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096):
+        raise CatdogError(f"models.{name}.input_size={size!r} must be a square side in pixels from 8 to 4096 "
+                          f"(data.sizes={params['data']['sizes']} are prepared ahead, others on first use)")
     return name, cfg
 
 

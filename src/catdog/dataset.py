@@ -20,6 +20,8 @@ import importlib
 import io
 import json
 import os
+import shutil
+import tempfile
 import threading
 from functools import partial
 from multiprocessing import get_context
@@ -32,7 +34,7 @@ from tqdm import tqdm
 from catdog import CatdogError
 from catdog.images import load_rgb
 from catdog.io import atomic_dir, write_json
-from catdog.paths import PREPARED_DIR
+from catdog.paths import OTHER_SIZES, PREPARED_DIR, repo_root
 
 SPLITS = ("train", "val", "test")
 COPY_BYTES = 64 * 2 ** 20  # at most this much image data is read at a time when writing the splits
@@ -106,6 +108,14 @@ def _decode(item: tuple[int, Path], sizes: list[int]):
         if os.pwrite(_flat_files[s], row, i * len(row)) != len(row):
             raise OSError(f"short write of image {i} at size {s}")
     return hashlib.sha256(data).hexdigest(), (brightness, viewed)
+
+
+def _decode_all(files, sizes, flat: dict, workers: int):
+    """(sha256, result) of each file, in order, as _decode gives them, its rows written into the flat files."""
+    # spawn, not fork: forking a process that already runs threads (torch's, in tests and notebooks) can hang
+    with get_context("spawn").Pool(workers, initializer=_open_flat, initargs=(flat,)) as pool:
+        yield from tqdm(pool.imap(partial(_decode, sizes=sizes), enumerate(files), chunksize=16), total=len(files),
+                        desc=f"decode at {'/'.join(map(str, sizes))} px", unit="img")
 
 
 def read_boxes(path: Path) -> dict[str, dict]:
@@ -218,18 +228,15 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         usable, skipped, duplicates, first_of, viewed = [], [], [], {}, {}
         # The split needs sklearn, about a second to import: this process imports it while the workers decode.
         threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
-        # spawn, not fork: forking a process that already runs threads (torch's, in tests and notebooks) can hang
-        with get_context("spawn").Pool(workers, initializer=_open_flat, initargs=(flat,)) as pool:
-            decoded = pool.imap(partial(_decode, sizes=sizes), enumerate(files), chunksize=16)
-            for i, (digest, result) in enumerate(tqdm(decoded, total=len(files), desc="decode", unit="img")):
-                if digest is None:
-                    skipped.append({"file": name[i], "reason": result})
-                elif digest in first_of:  # kept once, so the same picture can never sit in two splits
-                    duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
-                else:
-                    first_of[digest] = i
-                    usable.append(i)
-                    brightness[i], viewed[i] = result
+        for i, (digest, result) in enumerate(_decode_all(files, sizes, flat, workers)):
+            if digest is None:
+                skipped.append({"file": name[i], "reason": result})
+            elif digest in first_of:  # kept once, so the same picture can never sit in two splits
+                duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
+            else:
+                first_of[digest] = i
+                usable.append(i)
+                brightness[i], viewed[i] = result
         usable = np.asarray(usable, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.uint8)
         for k, c in enumerate(classes):
@@ -240,7 +247,8 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         box, unused = _match_boxes(box_rows, [Path(n).as_posix() for n in name], usable,
                                    {i: digest for digest, i in first_of.items()}, viewed)
         has_box = ~np.isnan(box[:, 0])
-        manifest = {"classes": classes, "sizes": list(sizes),
+        digest_of = {i: digest for digest, i in first_of.items()}
+        manifest = {"classes": classes, "sizes": list(sizes), "images": str(root),
                     "counts": {"found": len(files), "used": len(usable), "skipped": len(skipped),
                                "duplicates": len(duplicates)},
                     "skipped": skipped, "duplicates": duplicates, "splits": {},
@@ -262,6 +270,7 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
                 "count": len(rows),
                 "per_class": {c: int((labels[rows] == k).sum()) for k, c in enumerate(classes)},
                 "files": [name[r] for r in rows],
+                "sha256": [digest_of[r] for r in rows],  # what other_size checks before it decodes a file again
             }
         for path in flat.values():
             os.remove(path)
@@ -299,13 +308,63 @@ def load_manifest(prepared: Path = PREPARED_DIR) -> dict:
 
 
 def load_split(split: str, size: int, prepared: Path = PREPARED_DIR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images uint8 (N, 3, size, size), labels uint8 (N,), brightness float32 (N,)), read without pickle."""
+    """(images uint8 (N, 3, size, size), labels uint8 (N,), brightness float32 (N,)), read without pickle. A size
+    that prepare did not cache (not in data.sizes) comes from other_size: decoded on first use, then kept."""
     prepared = Path(prepared)
     path = prepared / f"x{size}_{split}.npy"
+    if not (prepared / "manifest.json").exists():
+        raise CatdogError(f"{prepared} holds no prepared data: run `dvc repro prepare`")
     if not path.exists():
-        raise CatdogError(f"{path} is missing: run `dvc repro prepare` (and check data.sizes includes {size})")
+        path = other_size(size, prepared) / path.name
     return tuple(np.load(p, allow_pickle=False)
                  for p in (path, prepared / f"y_{split}.npy", prepared / f"brightness_{split}.npy"))
+
+
+def other_size(size: int, prepared: Path = PREPARED_DIR, workers=None) -> Path:
+    """The folder holding x{size}_{split}.npy for a size prepare did not cache, decoded from the images in
+    data.images on first use, byte for byte what prepare would have written with the size in data.sizes (load_rgb's
+    pixels of one size do not depend on the others). Sizes that only some models use (224 px: the pretrained ones)
+    thus cost nothing until such a model trains, and DVC never hashes nor stores them: they live in the
+    repository's .cache/prepared, keyed by the prepared manifest (files, split, their sha256), shared by queued
+    experiments, and are only ever written whole. A file whose bytes differ from what prepare read is an error."""
+    prepared = Path(prepared)
+    text = (prepared / "manifest.json").read_bytes()
+    manifest = json.loads(text)
+    if "images" not in manifest or any("sha256" not in info for info in manifest["splits"].values()):
+        raise CatdogError(f"{prepared} has no {size} px images and was written before other sizes could be decoded "
+                          f"on demand: run `dvc repro prepare` (or add {size} to data.sizes)")
+    key = hashlib.sha256(text + f"\nsize {size}".encode()).hexdigest()[:24]
+    folder = repo_root() / OTHER_SIZES / f"{size}-{key}"
+    if folder.is_dir():
+        return folder
+    root = Path(manifest["images"])
+    names = [f for split in SPLITS for f in manifest["splits"][split]["files"]]
+    digests = [d for split in SPLITS for d in manifest["splits"][split]["sha256"]]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        flat = {size: tmp / f"all{size}.u8"}
+        flat[size].touch()
+        for name, expected, (digest, result) in zip(names, digests, _decode_all(
+                [root / n for n in names], [size], flat, workers or os.cpu_count())):
+            if digest != expected:
+                why = result if digest is None else "its bytes differ"
+                raise CatdogError(f"{root / name} is not the file prepare read ({why}): run `dvc repro prepare` to "
+                                  f"prepare data.images={root} again, or add {size} to data.sizes")
+        start = 0
+        for split in SPLITS:
+            count = manifest["splits"][split]["count"]
+            _write_rows(flat[size], np.arange(start, start + count), (3, size, size), tmp / f"x{size}_{split}.npy")
+            start += count
+        os.remove(flat[size])
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process (a queued experiment) wrote the same bytes first: keep theirs
+            if not folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def load_boxes(split: str, size: int, prepared: Path = PREPARED_DIR) -> np.ndarray | None:

@@ -22,6 +22,7 @@ CALIBRATION_PNG = Path("plots/calibration.png")  # plot: reliability diagram
 CALIBRATION_FILE = Path("plots/calibration.csv")  # plot: its points, one row per non-empty bin (DVC plot data)
 LEARNED_PNG = Path("plots/learned.png")        # plot: the first layer's weights as pictures
 HEATMAPS_PNG = Path("plots/heatmaps.png")      # plot: where the model looks, on the same test images for every model
+OTHER_SIZES = Path(".cache/prepared")          # train, evaluate, plot: input sizes not in data.sizes, on first use
 FEATURE_CACHE = Path(".cache/features")        # train: frozen-backbone features, content-addressed (not DVC's)
 ONNX_CACHE = Path(".cache/onnx")                # evaluate, predict, train: models exported for ONNX Runtime, by weights
 
