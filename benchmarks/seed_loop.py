@@ -69,7 +69,7 @@ def dvc_clone(dest: Path, images: Path, env: dict) -> None:
                  "user.email=bench@localhost", "commit", "-qm", "clone"],
                  # The images in DVC's cache, as for anyone who has run `dvc repro` once or `dvc pull`ed them:
                  # DVC re-runs a stage whose outputs are not in its cache, and `generate` is 50 s, not the loop.
-                 ["dvc", "commit", "--force", "generate"]):
+                 ["dvc", "repro", "check"], ["dvc", "commit", "--force", "generate"]):
         subprocess.run(args, cwd=dest, env=env, check=True, capture_output=True)
 
 

@@ -57,11 +57,15 @@ def test_killed_training_leaves_no_output_and_marks_the_run_killed(prepared_repo
     set_params(prepared_repo, model="deep", **{"models.deep.epochs": 100000})
     for leftover in ("models/model.pt", "plots/history.csv", "metrics/train.json"):
         (prepared_repo / leftover).unlink(missing_ok=True)
-    process = subprocess.Popen([sys.executable, "src/stages/train.py"], cwd=prepared_repo, env=pipeline_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr to a file, not an unread pipe: the progress bars fill a pipe's 64 KiB in seconds, and then the stage
+    # and its MLflow helper (which shares stderr) block on their next write, the helper before logging an epoch.
+    with open(prepared_repo / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen([sys.executable, "src/stages/train.py"], cwd=prepared_repo, env=pipeline_env(),
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
     client, run_id = running_run(prepared_repo)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
+    process.wait(timeout=60)
+    stderr = (prepared_repo / "stderr.txt").read_text()
     assert process.returncode == 130 and "interrupted" in stderr
     assert client.get_run(run_id).info.status == "KILLED"
     for path in ("models/model.pt", "plots/history.csv", "metrics/train.json"):

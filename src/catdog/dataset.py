@@ -14,6 +14,7 @@ image's size as displayed (after EXIF orientation) and the box in its pixels, x1
 squashed to a square, so a box as fractions of width and height is the box at any cached size times that size.
 """
 
+import contextlib
 import csv
 import hashlib
 import importlib
@@ -21,10 +22,11 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from functools import partial
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -110,12 +112,18 @@ def _decode(item: tuple[int, Path], sizes: list[int]):
     return hashlib.sha256(data).hexdigest(), (brightness, viewed)
 
 
-def _decode_all(files, sizes, flat: dict, workers: int):
-    """(sha256, result) of each file, in order, as _decode gives them, its rows written into the flat files."""
-    # spawn, not fork: forking a process that already runs threads (torch's, in tests and notebooks) can hang
-    with get_context("spawn").Pool(workers, initializer=_open_flat, initargs=(flat,)) as pool:
-        yield from tqdm(pool.imap(partial(_decode, sizes=sizes), enumerate(files), chunksize=16), total=len(files),
-                        desc=f"decode at {'/'.join(map(str, sizes))} px", unit="img")
+@contextlib.contextmanager
+def _decoding(files, sizes, flat: dict, workers: int):
+    """An iterator of (sha256, result) of each file, in order, as _decode gives them, its rows written into the
+    flat files by a pool of `workers` processes, started here."""
+    # Forked workers start at once with this process's modules (spawned ones take 0.3 s to import numpy and PIL
+    # again), but forking a process that runs other threads (torch's, in tests and notebooks) can hang: fork only
+    # when this one runs none that Python or torch would start, as in the `prepare` stage.
+    alone = threading.active_count() == 1 and "torch" not in sys.modules
+    method = "fork" if alone and "fork" in get_all_start_methods() else "spawn"
+    with get_context(method).Pool(workers, initializer=_open_flat, initargs=(flat,)) as pool:
+        yield tqdm(pool.imap(partial(_decode, sizes=sizes), enumerate(files), chunksize=16), total=len(files),
+                   desc=f"decode at {'/'.join(map(str, sizes))} px", unit="img")
 
 
 def read_boxes(path: Path) -> dict[str, dict]:
@@ -226,17 +234,19 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
             path.touch()
         brightness = np.zeros(len(files), dtype=np.float32)
         usable, skipped, duplicates, first_of, viewed = [], [], [], {}, {}
-        # The split needs sklearn, about a second to import: this process imports it while the workers decode.
-        threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
-        for i, (digest, result) in enumerate(_decode_all(files, sizes, flat, workers)):
-            if digest is None:
-                skipped.append({"file": name[i], "reason": result})
-            elif digest in first_of:  # kept once, so the same picture can never sit in two splits
-                duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
-            else:
-                first_of[digest] = i
-                usable.append(i)
-                brightness[i], viewed[i] = result
+        with _decoding(files, sizes, flat, workers) as decoded:
+            # The split needs sklearn, about a second to import: this process imports it while the workers decode
+            # (the thread starts after them: see _decoding).
+            threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
+            for i, (digest, result) in enumerate(decoded):
+                if digest is None:
+                    skipped.append({"file": name[i], "reason": result})
+                elif digest in first_of:  # kept once, so the same picture can never sit in two splits
+                    duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
+                else:
+                    first_of[digest] = i
+                    usable.append(i)
+                    brightness[i], viewed[i] = result
         usable = np.asarray(usable, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.uint8)
         for k, c in enumerate(classes):
@@ -345,12 +355,12 @@ def other_size(size: int, prepared: Path = PREPARED_DIR, workers=None) -> Path:
     try:
         flat = {size: tmp / f"all{size}.u8"}
         flat[size].touch()
-        for name, expected, (digest, result) in zip(names, digests, _decode_all(
-                [root / n for n in names], [size], flat, workers or os.cpu_count())):
-            if digest != expected:
-                why = result if digest is None else "its bytes differ"
-                raise CatdogError(f"{root / name} is not the file prepare read ({why}): run `dvc repro prepare` to "
-                                  f"prepare data.images={root} again, or add {size} to data.sizes")
+        with _decoding([root / n for n in names], [size], flat, workers or os.cpu_count()) as decoded:
+            for name, expected, (digest, result) in zip(names, digests, decoded):
+                if digest != expected:
+                    why = result if digest is None else "its bytes differ"
+                    raise CatdogError(f"{root / name} is not the file prepare read ({why}): run `dvc repro prepare` "
+                                      f"to prepare data.images={root} again, or add {size} to data.sizes")
         start = 0
         for split in SPLITS:
             count = manifest["splits"][split]["count"]

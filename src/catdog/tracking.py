@@ -237,6 +237,11 @@ def _serve(stream) -> None:
     except (EOFError, pickle.UnpicklingError):  # the stage stopped before it opened a run
         return
     run, keep_status = _open(mlflow, opening)
+    if run is not None and "start" in opening:
+        # A training run ends with log_model, which imports mlflow.pyfunc and pandas (0.6 s): now, while the model
+        # trains, not at the end, when the stage waits for this process. In this thread, after the run exists: an
+        # import racing the main thread's in a second thread once left the run unopened.
+        from catdog import mlflow_model  # noqa: F401
     status = "FAILED"
     try:
         while True:
