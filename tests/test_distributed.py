@@ -1,5 +1,6 @@
 """Several processes (torchrun, gloo on the CPU) train the model that one process trains; only rank 0 writes."""
 
+import contextlib
 import csv
 import json
 import os
@@ -101,7 +102,17 @@ def test_a_process_that_dies_stops_the_others_instead_of_hanging(prepared):
     params_file = folder / "params.yaml"
     params_file.write_text(params_file.read_text().replace("epochs: 3", "epochs: 100000"))
     with open(folder / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen(TRAIN, cwd=folder, env=pipeline_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(TRAIN, cwd=folder, env=pipeline_env(), stdout=subprocess.DEVNULL, stderr=stderr,
+                                   start_new_session=True)  # its own group: torchrun and its workers, to clean up
+    try:
+        stop_one_and_check_the_run_ends(folder, process)
+    finally:  # a failure must not leave 100000 epochs running beside the rest of the suite
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def stop_one_and_check_the_run_ends(folder: Path, process: subprocess.Popen) -> None:
     deadline = time.time() + 120
     while not (folder / "models" / "run.json").exists():  # rank 0 has opened its MLflow run
         assert time.time() < deadline and process.poll() is None, (folder / "stderr.txt").read_text()

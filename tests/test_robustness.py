@@ -59,12 +59,20 @@ def test_killed_training_leaves_no_output_and_marks_the_run_killed(prepared_repo
         (prepared_repo / leftover).unlink(missing_ok=True)
     # stderr to a file, not an unread pipe: the progress bars fill a pipe's 64 KiB in seconds, and then the stage
     # and its MLflow helper (which shares stderr) block on their next write, the helper before logging an epoch.
+    # SIGINT as in a terminal: a shell's background job (`cmd &` in a script, as CI may run) inherits it ignored,
+    # and Python then leaves it so, as any program does.
     with open(prepared_repo / "stderr.txt", "w") as stderr:
         process = subprocess.Popen([sys.executable, "src/stages/train.py"], cwd=prepared_repo, env=pipeline_env(),
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
-    client, run_id = running_run(prepared_repo)
-    process.send_signal(signum)
-    process.wait(timeout=60)
+                                   stdout=subprocess.DEVNULL, stderr=stderr,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        client, run_id = running_run(prepared_repo)
+        process.send_signal(signum)
+        process.wait(timeout=60)
+    finally:  # a failure here must not leave 100000 epochs running beside the rest of the suite
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     stderr = (prepared_repo / "stderr.txt").read_text()
     assert process.returncode == 130 and "interrupted" in stderr
     assert client.get_run(run_id).info.status == "KILLED"
