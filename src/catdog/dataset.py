@@ -22,11 +22,10 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from functools import partial
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -116,12 +115,10 @@ def _decode(item: tuple[int, Path], sizes: list[int]):
 def _decoding(files, sizes, flat: dict, workers: int):
     """An iterator of (sha256, result) of each file, in order, as _decode gives them, its rows written into the
     flat files by a pool of `workers` processes, started here."""
-    # Forked workers start at once with this process's modules (spawned ones take 0.3 s to import numpy and PIL
-    # again), but forking a process that runs other threads (torch's, in tests and notebooks) can hang: fork only
-    # when this one runs none that Python or torch would start, as in the `prepare` stage.
-    alone = threading.active_count() == 1 and "torch" not in sys.modules
-    method = "fork" if alone and "fork" in get_all_start_methods() else "spawn"
-    with get_context(method).Pool(workers, initializer=_open_flat, initargs=(flat,)) as pool:
+    # spawn, not fork: forking a process that runs other threads can hang the children. Native libraries start
+    # threads that Python does not see (torch's, OpenBLAS's, jemalloc's): a forked pool hung in a queued experiment
+    # whose prepare process held a jemalloc background thread, while spawn costs 0.2 s of start-up.
+    with get_context("spawn").Pool(workers, initializer=_open_flat, initargs=(flat,)) as pool:
         yield tqdm(pool.imap(partial(_decode, sizes=sizes), enumerate(files), chunksize=16), total=len(files),
                    desc=f"decode at {'/'.join(map(str, sizes))} px", unit="img")
 
@@ -235,8 +232,7 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         brightness = np.zeros(len(files), dtype=np.float32)
         usable, skipped, duplicates, first_of, viewed = [], [], [], {}, {}
         with _decoding(files, sizes, flat, workers) as decoded:
-            # The split needs sklearn, about a second to import: this process imports it while the workers decode
-            # (the thread starts after them: see _decoding).
+            # The split needs sklearn, about a second to import: this process imports it while the workers decode.
             threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
             for i, (digest, result) in enumerate(decoded):
                 if digest is None:
