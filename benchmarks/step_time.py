@@ -10,8 +10,8 @@ optimizer step, with the model's optimizer and lr, in three settings, each in a 
 cannot be undone once made):
 
 - plain:      glibc's default allocator settings and PyTorch's default optimizer implementation, as a plain script;
-- allocator:  plus `training.keep_freed_memory()` (every block from the heap, freed memory kept for the next step);
-- pipeline:   plus the optimizer and memory layout as `training.fit` sets them up (Adam fused, convolutional models
+- allocator:  plus `device.keep_freed_memory()` (every block from the heap, freed memory kept for the next step);
+- pipeline:   plus the optimizer and memory layout as `training.loop.fit` sets them up (Adam fused, convolutional models
               channels-last).
 
 Minor page faults per step come from getrusage: each is a page the kernel maps and zeroes on first touch. Run at
@@ -31,27 +31,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 from machine import describe  # noqa: E402
 
-from catdog import training  # noqa: E402
-from catdog.config import load_params  # noqa: E402
-from catdog.models import build_model  # noqa: E402
+from catdog import device  # noqa: E402
+from catdog.config import (
+    OPTIMIZERS,  # noqa: E402
+    load_params,  # noqa: E402
+)
+from catdog.models.architectures import build_model  # noqa: E402
+from catdog.training.loop import make_optimizer, seed_everything  # noqa: E402
 
 SETTINGS = ("plain", "allocator", "pipeline")
 
 
 def one_round(name: str, setting: str, steps: int) -> dict:
     if setting != "plain":
-        training.keep_freed_memory()
+        device.keep_freed_memory()
     cfg = load_params()["models"][name]
-    training.seed_everything(0)
+    seed_everything(0)
     model = build_model(cfg, name)
     side, rows = cfg["input_size"], cfg["batch_size"]
     x = torch.randint(0, 256, (rows, 3, side, side), dtype=torch.uint8)
     if setting == "pipeline":  # as fit: the layout first, then the optimizer
-        policy = training.DevicePolicy("cpu", model)
+        policy = device.DevicePolicy("cpu", model)
         model, x = policy.place(model), x.contiguous(memory_format=policy.memory_format)
-        optimizer = training.make_optimizer(model, cfg, "cpu")
+        optimizer = make_optimizer(model, cfg, "cpu")
     else:
-        optimizer = training.OPTIMIZERS[cfg["optimizer"]](model.parameters(), lr=cfg["lr"])
+        optimizer = getattr(torch.optim, OPTIMIZERS[cfg["optimizer"]])(model.parameters(), lr=cfg["lr"])
     y = torch.randint(0, 2, (rows,)).float()
 
     def step():

@@ -1,5 +1,5 @@
 """Benchmark: training throughput (training images per second) of each model in params.yaml, the pipeline's
-`catdog.training.fit` against a plain PyTorch loop over the same cached tensors, same model, seed and threads.
+`catdog.training.loop.fit` against a plain PyTorch loop over the same cached tensors, same model, seed and threads.
 
     python benchmarks/throughput.py --models logistic shallow deep deeper mlp cnn numpy_deep multitask
     python benchmarks/throughput.py --models mobilenet_v2_frozen mobilenet_v2_finetune --train-fraction 0.1 \
@@ -15,11 +15,11 @@ pipeline's progress bars. The plain loop does, each epoch, a shuffled pass of in
 validation image in batches, loss and accuracy), so both sides do the same work; the pipeline also keeps its
 per-epoch history and the best state (the train stage adds one MLflow call per epoch, not timed here). The plain
 loop builds the model's optimizer with PyTorch's defaults (on the CPU Adam loops over the parameters), the
-pipeline as `training.fit` does (Adam fused into one kernel): the same update, in another order of operations.
+pipeline as `training.loop.fit` does (Adam fused into one kernel): the same update, in another order of operations.
 
 Every round of each side is a fresh process (this script with --side), as a user's own training script would be:
 it loads the cached tensors, builds the model with the seed and runs one untimed warm-up batch, then times one
-training run. So the pipeline's process-wide settings (glibc keeping freed memory, `training.keep_freed_memory`)
+training run. So the pipeline's process-wide settings (glibc keeping freed memory, `device.keep_freed_memory`)
 count for the pipeline and not for the plain loop; `--plain-keeps-freed-memory` gives the plain loop those
 settings too, which leaves only the two loops' own differences. The sides alternate for --repeats rounds, and the
 table gives the best round (median in brackets): img/s = training images x epochs / seconds, validation included.
@@ -43,11 +43,14 @@ import torch  # noqa: E402
 from machine import describe  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from catdog import CatdogError, training  # noqa: E402
+from catdog import CatdogError  # noqa: E402
 from catdog.config import device_name, load_params  # noqa: E402
-from catdog.dataset import load_split, train_subset  # noqa: E402
-from catdog.models import build_model  # noqa: E402
-from catdog.training import as_tensors, fit, pick_device, seed_everything  # noqa: E402
+from catdog.data.prepared import load_split, train_subset  # noqa: E402
+from catdog.data.tensors import as_tensors  # noqa: E402
+from catdog.device import keep_freed_memory, pick_device  # noqa: E402
+from catdog.models.architectures import build_model  # noqa: E402
+from catdog.training import features  # noqa: E402
+from catdog.training.loop import fit, seed_everything  # noqa: E402
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -110,7 +113,7 @@ def plain_numpy(model, cfg, train, val, device, seed) -> tuple[float, float]:
 
 def pipeline(model, cfg, train, val, device, seed) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as cache:
-        training.FEATURE_CACHE = Path(cache)  # empty every round: a frozen backbone's features are computed, cold
+        features.FEATURE_CACHE = Path(cache)  # empty every round: a frozen backbone's features are computed, cold
         start = time.perf_counter()
         history = fit(model, cfg, train, val, device, seed)
         return time.perf_counter() - start, history.rows[-1]["val_loss"]
@@ -130,7 +133,7 @@ def one_round(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.side == "plain" and args.plain_keeps_freed_memory:
-        training.keep_freed_memory()
+        keep_freed_memory()
     params = load_params()
     seed, device = params["seed"], pick_device(device_name(params))
     cfg = dict(params["models"][args.models[0]], epochs=args.epochs, augment=None)  # the plain loop does not augment

@@ -42,17 +42,18 @@ def no_mlflow_store_leaks(monkeypatch):
 def onnx_cache_outside_the_repository(monkeypatch, tmp_path_factory):
     """Models exported for ONNX Runtime (train.inference) go to one folder of this test session, not to the
     repository's .cache/onnx: in-process tests that do not chdir would fill it with tiny models' files."""
-    import catdog.onnx_engine
+    import catdog.inference.forward
 
-    monkeypatch.setattr(catdog.onnx_engine, "ONNX_CACHE", tmp_path_factory.getbasetemp() / "onnx-cache")
+    monkeypatch.setattr(catdog.inference.forward, "ONNX_CACHE", tmp_path_factory.getbasetemp() / "onnx-cache")
 
 
 @pytest.fixture(autouse=True)
 def other_sizes_outside_the_repository(monkeypatch, tmp_path):
-    """Sizes decoded on first use (dataset.other_size) go to the test's own folder, not the repository's .cache."""
-    import catdog.dataset
+    """Sizes decoded on first use (data.prepared.other_size) go to the test's own folder, not the repository's
+    .cache."""
+    import catdog.data.prepared
 
-    monkeypatch.setattr(catdog.dataset, "OTHER_SIZES", tmp_path / "other-sizes")
+    monkeypatch.setattr(catdog.data.prepared, "OTHER_SIZES", tmp_path / "other-sizes")
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from sklearn.calibration import calibration_curve as sklearn_calibration_curve
 
-from catdog import plots
-from catdog.metrics import binary_metrics, calibration_bins, expected_calibration_error, near_threshold_count
+from catdog.analysis import figures
+from catdog.analysis.metrics import binary_metrics, calibration_bins, expected_calibration_error, near_threshold_count
 
 CLASSES = ["cat", "dog"]
 
@@ -78,14 +78,14 @@ def test_most_confident_errors_picks_the_wrong_rows_farthest_from_one_half():
             row("dog/d.jpg", "dog", 0.05),   # wrong, 0.45
             row("dog/e.jpg", "dog", 0.3),    # wrong, 0.2: ties keep the rows' order
             row("cat/f.jpg", "cat", 0.01)]   # right
-    assert plots.most_confident_errors(rows) == [1, 3, 0, 4]
-    assert plots.most_confident_errors(rows, 2) == [1, 3]
-    assert plots.most_confident_errors([r for r in rows if r["actual"] == r["predicted"]]) == []
+    assert figures.most_confident_errors(rows) == [1, 3, 0, 4]
+    assert figures.most_confident_errors(rows, 2) == [1, 3]
+    assert figures.most_confident_errors([r for r in rows if r["actual"] == r["predicted"]]) == []
 
 
 def test_short_name_keeps_the_start_and_the_extension():
-    assert plots.short_name("dog/dog.00012.jpg") == "dog.00012.jpg"
-    short = plots.short_name("cat/a_very_long_name_straight_from_a_phone_IMG_20230101_123456.jpeg", width=26)
+    assert figures.short_name("dog/dog.00012.jpg") == "dog.00012.jpg"
+    short = figures.short_name("cat/a_very_long_name_straight_from_a_phone_IMG_20230101_123456.jpeg", width=26)
     assert len(short) == 26 and short.startswith("a_very_long") and short.endswith("123456.jpeg") and "…" in short
 
 
@@ -98,9 +98,9 @@ def predictions():
 
 def test_each_figure_is_a_valid_png(tmp_path, predictions):
     images = np.random.default_rng(2).integers(0, 256, (len(predictions), 3, 32, 32), dtype=np.uint8)
-    plots.misclassified_gallery(predictions, images, CLASSES, "test set", tmp_path / "misclassified.png", n=5)
-    plots.probability_histogram(predictions, CLASSES, "test set", tmp_path / "histogram.png")
-    plots.calibration_curve(predictions, CLASSES, "test set", tmp_path / "calibration.png")
+    figures.misclassified_gallery(predictions, images, CLASSES, "test set", tmp_path / "misclassified.png", n=5)
+    figures.probability_histogram(predictions, CLASSES, "test set", tmp_path / "histogram.png")
+    figures.calibration_curve(predictions, CLASSES, "test set", tmp_path / "calibration.png")
     for name in ("misclassified.png", "histogram.png", "calibration.png"):
         assert_png(tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.png", "histogram.png", "misclassified.png"]
@@ -108,13 +108,13 @@ def test_each_figure_is_a_valid_png(tmp_path, predictions):
 
 def test_gallery_without_any_error_still_writes_a_png(tmp_path, predictions):
     correct = [dict(r, predicted=r["actual"]) for r in predictions]
-    plots.misclassified_gallery(correct, np.zeros((0, 3, 8, 8), np.uint8), CLASSES, "test set", tmp_path / "g.png")
+    figures.misclassified_gallery(correct, np.zeros((0, 3, 8, 8), np.uint8), CLASSES, "test set", tmp_path / "g.png")
     assert_png(tmp_path / "g.png")
 
 
 def test_calibration_points_cover_every_prediction(predictions):
-    points = plots.calibration_points(predictions, CLASSES)
-    assert all(set(p) == set(plots.CALIBRATION_COLUMNS) for p in points)
+    points = figures.calibration_points(predictions, CLASSES)
+    assert all(set(p) == set(figures.CALIBRATION_COLUMNS) for p in points)
     assert sum(p["count"] for p in points) == len(predictions)
     assert all(p["bin_low"] <= p["mean_predicted_probability"] <= p["bin_high"] for p in points)
 

@@ -1,14 +1,14 @@
 """Where a model looks: the localisation scores on maps with known answers, Grad-CAM and occlusion on models
-built so that only one region can matter, and every model's pictures."""
+built so that only one region can matter, and every model's attribution_figures."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from catdog import attribution, pictures
+from catdog.analysis import attribution, attribution_figures
 from catdog.config import load_params
-from catdog.models import build_model
+from catdog.models.architectures import build_model
 from conftest import ROOT
 
 MODELS = load_params(ROOT / "params.yaml")["models"]
@@ -111,12 +111,12 @@ def test_every_model_has_its_pictures(tmp_path, name):
                 "cnn": "filters", "pretrained": "filters"}[cfg["arch"]]
     assert kind == expected
     assert weights.shape[-3:] == ((3, 32, 32) if kind != "filters" else (3, 3, 3))
-    pictures.learned(kind, weights, f"{name} (test accuracy 0.500)", tmp_path / "learned.png")
+    attribution_figures.learned(kind, weights, f"{name} (test accuracy 0.500)", tmp_path / "learned.png")
     x = images(4, 32)
     maps = attribution.attribute(model, cfg, x, np.array([0, 1, 0, 1]))
     assert maps.shape == (4, 32, 32) and np.isfinite(maps).all()
     boxes = np.array([[4, 4, 20, 28]] * 3 + [[np.nan] * 4], dtype=np.float32)
-    pictures.heatmap_gallery(x, maps, ["a\nb"] * 4, name, tmp_path / "heatmaps.png", boxes)
+    attribution_figures.heatmap_gallery(x, maps, ["a\nb"] * 4, name, tmp_path / "heatmaps.png", boxes)
     for png in ("learned.png", "heatmaps.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG
 

@@ -8,10 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from catdog import plots
-from catdog.experiments import Experiment
-from catdog.leaderboard import ranked, table
-from catdog.sweep import best, swept_keys
+from catdog.analysis import figures
+from catdog.analysis.experiments import Experiment
+from catdog.analysis.leaderboard import best, ranked, swept_keys, table
 from conftest import copy_repo, pipeline_env, run
 
 BASE = {"model": "logistic", "models.logistic.lr": 0.01, "models.logistic.epochs": 10, "train.sweep": "",
@@ -58,7 +57,7 @@ def test_validation_curves_png_overlays_runs_of_any_length(tmp_path):
     short = [{"epoch": e, "val_accuracy": 0.5 + e / 40} for e in range(1, 11)]
     long = [{"epoch": e, "val_accuracy": 0.6} for e in range(1, 2001)]
     path = tmp_path / "curves.png"
-    plots.validation_curves([("cnn: 0.958", short), ("numpy_deep: 0.529", long), ("no history", [])], "t", path)
+    figures.validation_curves([("cnn: 0.958", short), ("numpy_deep: 0.529", long), ("no history", [])], "t", path)
     with Image.open(path) as png:
         assert png.format == "PNG" and png.width > 800 and png.height > 400
 

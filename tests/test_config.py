@@ -5,8 +5,8 @@ import copy
 import pytest
 
 from catdog import CatdogError
-from catdog import models
 from catdog.config import architectures, check_data, load_params, model_config
+from catdog.models.architectures import ARCHITECTURES
 from conftest import ROOT
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -24,7 +24,7 @@ def test_the_default_model_is_valid():
 
 
 def test_check_reads_the_architectures_of_the_registry_without_importing_torch():
-    assert architectures() == list(models.ARCHITECTURES)
+    assert architectures() == list(ARCHITECTURES)
 
 
 def test_unknown_model_lists_the_valid_ones():
@@ -42,7 +42,7 @@ def test_unknown_model_lists_the_valid_ones():
     ("optimizer", "rmsprop", "optimizer='rmsprop' is unknown; valid: sgd, adam"),
     ("input_size", "96", r"models.logistic.input_size='96' must be a square side in pixels from 8 to 4096"),
     ("input_size", 4, r"input_size=4 must be a square side in pixels from 8 to 4096 \(data.sizes=\[64, 128\] are "
-                      "prepared ahead, others on first use\)"),
+                      r"prepared ahead, others on first use\)"),
     ("arch", "transformer", "arch='transformer' is unknown"),
 ])
 def test_bad_model_values_are_named(key, value, message):

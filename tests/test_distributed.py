@@ -16,10 +16,11 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from catdog import CatdogError, distributed
+from catdog import CatdogError
 from catdog.config import processes
-from catdog.dataset import prepare
-from catdog.images import discover
+from catdog.data.images import discover
+from catdog.data.prepared import prepare
+from catdog.training import distributed
 from conftest import ROOT, pipeline_env, write_image
 
 # 48 images: 5 test, 12 validation and 31 training images in batches of 5, so that two processes split every

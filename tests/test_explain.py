@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from catdog import explain
+from catdog.commands import explain
 from conftest import pipeline_env, write_image
 from test_predict import build, photos, save_checkpoint  # noqa: F401 (photos: a fixture)
 
@@ -55,14 +55,14 @@ def test_the_heatmap_points_where_the_model_looks(tmp_path, corner_model):
     pixels = np.full((60, 90, 3), 40, dtype=np.uint8)
     pixels[:30, :45] = 250  # the model's quarter, bright: dog, for that reason
     Image.fromarray(pixels).save(photo)
-    from catdog.models import load_checkpoint
-    from catdog.training import pick_device
+    from catdog.device import pick_device
+    from catdog.models.architectures import load_checkpoint
 
     checkpoint, model = load_checkpoint(corner_model)
     row = explain.explain_one(model, checkpoint, photo, pick_device("cpu"), tmp_path / "bright-explained.png")
     assert row["label"] == "dog" and row["probability"] > 0.9
-    from catdog import attribution
-    from catdog.images import load_rgb
+    from catdog.analysis import attribution
+    from catdog.data.decode import load_rgb
 
     square = torch.from_numpy(load_rgb(photo, [32])[0][0][None].copy())
     heat = attribution.attribute(model, checkpoint["config"], square, [1])[0]
@@ -72,8 +72,8 @@ def test_the_heatmap_points_where_the_model_looks(tmp_path, corner_model):
 
 
 def test_explaining_a_folder_into_itself_twice_leaves_the_outputs_alone(tmp_path, corner_model):
-    photos = tmp_path / "photos"
-    write_image(photos / "a.jpg", (200, 200, 200), size=(40, 30))
+    folder = tmp_path / "photos"
+    write_image(folder / "a.jpg", (200, 200, 200), size=(40, 30))
     for _ in range(2):
-        explain.main([str(photos), "--model", str(corner_model), "--out", str(photos / "explained")])
-    assert sorted(p.name for p in (photos / "explained").iterdir()) == ["a.png"]
+        explain.main([str(folder), "--model", str(corner_model), "--out", str(folder / "explained")])
+    assert sorted(p.name for p in (folder / "explained").iterdir()) == ["a.png"]

@@ -11,11 +11,12 @@ import onnxruntime
 import pytest
 import torch
 
-from catdog import CatdogError, export
+from catdog import CatdogError
+from catdog.commands import export
 from catdog.config import load_params
-from catdog.dataset import prepare
-from catdog.images import discover
-from catdog.models import build_model, load_checkpoint
+from catdog.data.images import discover
+from catdog.data.prepared import prepare
+from catdog.models.architectures import build_model, load_checkpoint
 from conftest import ROOT, pipeline_env, write_image
 
 MODELS = load_params(ROOT / "params.yaml")["models"]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog.dataset import prepare
-from catdog.images import discover, load_rgb
+from catdog.data.decode import load_rgb
+from catdog.data.images import discover
+from catdog.data.prepared import prepare
 from conftest import ROOT, write_image
 
 

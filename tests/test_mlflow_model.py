@@ -1,4 +1,4 @@
-"""The MLflow Model every run logs (catdog.mlflow_model), for every kind of model: what it answers equals
+"""The MLflow Model every run logs (catdog.tracking.mlflow_model), for every kind of model: what it answers equals
 `catdog predict`'s answer on the same files, and bad payloads are refused with a message naming the problem."""
 
 import base64
@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from catdog import mlflow_model
-from catdog.predict import classify, list_inputs, read_checkpoint
+from catdog.inference.classify import classify, list_inputs
+from catdog.tracking import mlflow_model
+from catdog.tracking.checkpoints import read_checkpoint
 from conftest import write_image
 from test_export import TINY, save_checkpoint
 

@@ -1,6 +1,6 @@
 """The MLflow UI in a real browser: `mlflow ui` over a store that the project's own tracking code wrote.
 
-Two runs are logged the way the `train` and `evaluate` stages log them (`catdog.tracking`), `mlflow ui` is started
+Two runs are logged the way the `train` and `evaluate` stages log them (`catdog.tracking.runs`), `mlflow ui` is started
 on 127.0.0.1 on a free port, and headless Chromium (Debian's `chromium` and `chromium-driver`, driven by
 Selenium) must render both runs and their logged metrics. Screenshots go to .pytest_artifacts/ at the repository
 root (mlflow_ui.png: the runs table; mlflow_ui_run.png: one run's page), where a CI can pick them up.
@@ -27,9 +27,9 @@ from conftest import ROOT, free_port, pipeline_env, stop_process_group
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed: it is in the test extra, run `bash setup.sh`")
-from selenium.common.exceptions import TimeoutException, WebDriverException
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.slow  # 30-60 s on 2 cores: writing the store and starting the server take 10-20 s each
 
@@ -53,10 +53,10 @@ RUNS = {
 }
 
 # What `dvc exp run` does for each of them, in a process of its own: `train` opens the run through
-# catdog.tracking.training_run and logs per-epoch metrics, `evaluate` reopens it (models/run.json) for test_*.
+# catdog.tracking.runs.training_run and logs per-epoch metrics, `evaluate` reopens it (models/run.json) for test_*.
 LOG_RUNS = """
 import json, os, sys
-from catdog.tracking import resumed_run, training_run
+from catdog.tracking.runs import resumed_run, training_run
 
 for name, run in json.loads(sys.argv[1]).items():
     os.environ["DVC_EXP_NAME"] = name

@@ -6,8 +6,11 @@ from torch import nn
 
 from catdog import CatdogError
 from catdog.config import load_params
-from catdog.models import ARCHITECTURES, MultiTask, build_model
-from catdog.training import DevicePolicy, Split, fit, losses, predict, seed_everything
+from catdog.data.tensors import Split
+from catdog.device import DevicePolicy
+from catdog.inference.forward import predict
+from catdog.models.architectures import ARCHITECTURES, MultiTask, build_model
+from catdog.training.loop import fit, losses, seed_everything
 from conftest import ROOT
 
 MODELS = load_params(ROOT / "params.yaml")["models"]

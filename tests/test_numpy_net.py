@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from catdog.numpy_net import NumpyNet
+from catdog.models.numpy_net import NumpyNet
 
 HIDDEN = ["relu", "tanh", "sigmoid"]
 LN2 = float(np.log(2.0))

@@ -9,11 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from catdog import CatdogError, onnx_engine, predict, training
+from catdog import CatdogError, device
+from catdog.commands import predict
 from catdog.config import inference_name, load_params
-from catdog.models import build_model
+from catdog.device import DevicePolicy
+from catdog.inference import forward, onnx
+from catdog.models.architectures import build_model
 from catdog.paths import ONNX_CACHE
-from catdog.training import DevicePolicy, backbone_features, feature_cache_path
+from catdog.training.features import backbone_features, feature_cache_path
 from conftest import ROOT, write_image
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -53,60 +56,60 @@ def images(n=10, side=SIZE):
 def test_onnx_runtime_gives_pytorchs_outputs_at_any_batch_size_and_exports_once(kind, tmp_path, monkeypatch):
     _, _, model = tiny(kind)
     x = images()
-    expected = training.predict(model, x, 4, CPU, precision="float32")
-    run = onnx_engine.runner(model, SIZE, CPU, engine="onnxruntime", cache=tmp_path)
+    expected = forward.predict(model, x, 4, CPU, precision="float32")
+    run = forward.runner(model, SIZE, CPU, engine="onnxruntime", cache=tmp_path)
     assert run.engine == "onnxruntime"
     got = run(x, 3)  # batches of 3, 3, 3, 1: the batch dimension is free
     assert got.dtype == torch.float32 and got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-4, rtol=0)
     assert torch.allclose(run(x, "full"), got, atol=1e-6, rtol=0)  # one batch of all 10
     assert len(list(tmp_path.glob("*.onnx"))) == 1 and not list(tmp_path.glob(".*.tmp"))
-    monkeypatch.setattr("catdog.export.export_onnx", lambda *a: pytest.fail("exported again"))
-    again = onnx_engine.runner(model, SIZE, CPU, engine="onnxruntime", cache=tmp_path)(x, 3)
+    monkeypatch.setattr("catdog.inference.onnx.export_onnx", lambda *a: pytest.fail("exported again"))
+    again = forward.runner(model, SIZE, CPU, engine="onnxruntime", cache=tmp_path)(x, 3)
     assert torch.equal(again, got)  # the cached file, fixed session settings: byte-identical on rerun
 
 
 def test_other_weights_get_another_file(tmp_path):
     _, _, model = tiny("cnn")
-    first = onnx_engine.onnx_file(model, SIZE, tmp_path)
+    first = onnx.onnx_file(model, SIZE, tmp_path)
     with torch.no_grad():
         model[0].weight.add_(1.0)
-    assert onnx_engine.onnx_file(model, SIZE, tmp_path) != first
-    assert onnx_engine.model_key(model, 32) != onnx_engine.model_key(model, SIZE)  # another input size
+    assert onnx.onnx_file(model, SIZE, tmp_path) != first
+    assert onnx.model_key(model, 32) != onnx.model_key(model, SIZE)  # another input size
 
 
 def test_a_frozen_model_runs_its_backbone_in_onnx_runtime_and_its_head_in_torch(tmp_path):
     model = TinyFrozen().eval()
     x = images()
-    run = onnx_engine.runner(model, SIZE, CPU, cache=tmp_path)  # auto
+    run = forward.runner(model, SIZE, CPU, cache=tmp_path)  # auto
     assert run.engine == "onnxruntime"
-    assert torch.allclose(run(x, 4), training.predict(model, x, 4, CPU), atol=1e-4, rtol=0)
-    assert [p.name for p in tmp_path.glob("*.onnx")] == [f"{onnx_engine.model_key(model.backbone, SIZE)}.onnx"]
+    assert torch.allclose(run(x, 4), forward.predict(model, x, 4, CPU), atol=1e-4, rtol=0)
+    assert [p.name for p in tmp_path.glob("*.onnx")] == [f"{onnx.model_key(model.backbone, SIZE)}.onnx"]
     with torch.no_grad():
         model.head.weight.add_(1.0)  # another head trained on the same backbone: the same file
-    onnx_engine.runner(model, SIZE, CPU, cache=tmp_path)
+    forward.runner(model, SIZE, CPU, cache=tmp_path)
     assert len(list(tmp_path.glob("*.onnx"))) == 1
 
 
 def test_auto_is_onnx_runtime_for_frozen_backbones_on_the_cpu_in_float32(monkeypatch):
     cnn, fc, frozen = tiny("cnn")[2], tiny("fc")[2], TinyFrozen()
-    assert onnx_engine.engine_for("auto", frozen, CPU) == "onnxruntime"
-    assert onnx_engine.engine_for("auto", frozen.backbone, CPU, backbone=True) == "onnxruntime"
-    assert onnx_engine.engine_for("auto", cnn, CPU) == "torch"  # a new checkpoint each training: export each time
-    assert onnx_engine.engine_for("auto", fc, CPU) == "torch"
-    assert onnx_engine.engine_for("torch", cnn, CPU) == "torch"
-    assert onnx_engine.engine_for("onnxruntime", fc, CPU) == "onnxruntime"
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
-    assert onnx_engine.engine_for("auto", frozen, CPU, "bfloat16") == "torch"
+    assert forward.engine_for("auto", frozen, CPU) == "onnxruntime"
+    assert forward.engine_for("auto", frozen.backbone, CPU, backbone=True) == "onnxruntime"
+    assert forward.engine_for("auto", cnn, CPU) == "torch"  # a new checkpoint each training: export each time
+    assert forward.engine_for("auto", fc, CPU) == "torch"
+    assert forward.engine_for("torch", cnn, CPU) == "torch"
+    assert forward.engine_for("onnxruntime", fc, CPU) == "onnxruntime"
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert forward.engine_for("auto", frozen, CPU, "bfloat16") == "torch"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert onnx_engine.engine_for("auto", frozen, torch.device("cuda")) == "torch"
+    assert forward.engine_for("auto", frozen, torch.device("cuda")) == "torch"
     with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs on the CPU, not on cuda: set "
                                           r"train.inference: auto or torch, or train.device: cpu$"):
-        onnx_engine.engine_for("onnxruntime", cnn, torch.device("cuda"))
+        forward.engine_for("onnxruntime", cnn, torch.device("cuda"))
     with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs float32, not train.precision="):
-        onnx_engine.engine_for("onnxruntime", cnn, CPU, "bfloat16")
-    monkeypatch.setattr(onnx_engine, "onnxruntime_installed", lambda: False)
-    assert onnx_engine.engine_for("auto", frozen, CPU) == "torch"  # a served model's environment without it
+        forward.engine_for("onnxruntime", cnn, CPU, "bfloat16")
+    monkeypatch.setattr(forward, "onnxruntime_installed", lambda: False)
+    assert forward.engine_for("auto", frozen, CPU) == "torch"  # a served model's environment without it
 
 
 @pytest.mark.parametrize("value, message", [
@@ -124,15 +127,16 @@ def test_a_bad_inference_param_is_one_line(value, message):
 def test_onnxruntime_with_a_half_precision_is_refused_by_check():
     params = copy.deepcopy(PARAMS)
     params["train"].update(inference="onnxruntime", precision="bfloat16")
-    with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs float32 but train.precision=bfloat16: "
+    with pytest.raises(CatdogError, match=r"^train.inference=onnxruntime runs float32, not train.precision=bfloat16: "
                                           r"set train.precision: auto or float32, or train.inference: torch$"):
         inference_name(params)
     assert inference_name(PARAMS) == "auto"
 
 
 def test_cached_features_are_kept_apart_by_engine(monkeypatch, tmp_path):
-    monkeypatch.setattr(training, "FEATURE_CACHE", tmp_path / "features")  # absolute: repo_root() / it is it
-    monkeypatch.setattr(onnx_engine, "ONNX_CACHE", tmp_path / "onnx")
+    # absolute: repo_root() / it is it
+    monkeypatch.setattr("catdog.training.features.FEATURE_CACHE", tmp_path / "features")
+    monkeypatch.setattr(forward, "ONNX_CACHE", tmp_path / "onnx")
     torch.manual_seed(0)
     backbone = TinyFrozen().backbone
     x = images(6)
@@ -149,7 +153,7 @@ def test_cached_features_are_kept_apart_by_engine(monkeypatch, tmp_path):
 def test_catdog_predict_answers_the_same_in_either_engine(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the ONNX cache goes to this folder's .cache/onnx
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.setattr(onnx_engine, "ONNX_CACHE", ONNX_CACHE)  # not conftest's: relative to it again
+    monkeypatch.setattr(forward, "ONNX_CACHE", ONNX_CACHE)  # not conftest's: relative to it again
     name, cfg, model = tiny("cnn")
     torch.save({"model": name, "config": cfg, "classes": ["cat", "dog"], "best_epoch": 1,
                 "state_dict": model.state_dict()}, tmp_path / "model.pt")
@@ -171,4 +175,4 @@ def test_catdog_predict_refuses_onnxruntime_on_a_gpu_in_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     with pytest.raises(CatdogError, match=r"^--inference onnxruntime runs on the CPU, not on cuda: set --inference "
                                           r"auto or torch, or --device cpu$"):
-        onnx_engine.runner(cnn, SIZE, torch.device("cuda"), engine="onnxruntime", cli=True)
+        forward.runner(cnn, SIZE, torch.device("cuda"), engine="onnxruntime", cli=True)

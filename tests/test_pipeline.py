@@ -54,7 +54,7 @@ def test_repro_then_experiments_are_all_tracked(tmp_path, monkeypatch):
     artifacts = {a.path for a in client.list_artifacts(logistic.info.run_id, "plots")}
     assert artifacts == pngs
     assert logistic.outputs.model_outputs  # the MLflow Model `model`, which holds the checkpoint
-    from catdog.registry import download_checkpoint
+    from catdog.tracking.store import download_checkpoint
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
     checkpoint = download_checkpoint(f"runs:/{logistic.info.run_id}/model", str(tmp_path / "model"))
     assert checkpoint.read_bytes() == (repo / "models/model.pt").read_bytes()

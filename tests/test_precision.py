@@ -7,10 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from catdog import CatdogError, training
+from catdog import CatdogError, device
 from catdog.config import load_params, precision_name
-from catdog.models import build_model
-from catdog.training import DevicePolicy, Split, autocast_dtype, backbone_features, feature_cache_path, fit, predict
+from catdog.data.tensors import Split
+from catdog.device import DevicePolicy, autocast_dtype
+from catdog.inference.forward import predict
+from catdog.models.architectures import build_model
+from catdog.training.features import backbone_features, feature_cache_path
+from catdog.training.loop import fit, seed_everything
 from conftest import ROOT
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -34,7 +38,7 @@ def tiny_split(side: int, n: int = 8) -> Split:
 def bf16_cpu(monkeypatch):
     """This CPU's answer to 'native bf16?', set by the test: CI machines have either."""
     def set_native(native: bool) -> None:
-        monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
+        monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
     return set_native
 
 
@@ -93,7 +97,7 @@ def test_bfloat16_on_a_cpu_without_it_is_one_clear_line(bf16_cpu):
 ])
 def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, capabilities, native):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
-    assert training.cpu_has_native_bf16() is native
+    assert device.cpu_has_native_bf16() is native
 
 
 def test_float16_is_for_cuda_only():
@@ -124,7 +128,7 @@ def test_a_cnn_trains_in_bf16_on_the_cpu(bf16_cpu):
     bf16_cpu(True)  # this CPU may emulate it: slow, but the loop is the same and the data tiny
     cfg = {**PARAMS["models"]["cnn"], "channels": [8, 8, 8, 8], "epochs": 2, "batch_size": 4}
     data = tiny_split(cfg["input_size"])
-    training.seed_everything(0)
+    seed_everything(0)
     model = build_model(cfg)
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     seen = []
@@ -144,7 +148,8 @@ def test_a_cnn_trains_in_bf16_on_the_cpu(bf16_cpu):
 
 def test_cached_features_are_kept_apart_by_precision(bf16_cpu, monkeypatch, tmp_path):
     bf16_cpu(True)
-    monkeypatch.setattr(training, "FEATURE_CACHE", tmp_path)  # absolute: repo_root() / tmp_path is tmp_path
+    # absolute: repo_root() / tmp_path is tmp_path
+    monkeypatch.setattr("catdog.training.features.FEATURE_CACHE", tmp_path)
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = tiny_split(16).x

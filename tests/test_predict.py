@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from catdog import CatdogError, predict
+from catdog import CatdogError
+from catdog.commands import predict
 from catdog.config import load_params
-from catdog.images import load_rgb
-from catdog.models import build_model
+from catdog.data.decode import load_rgb
+from catdog.models.architectures import build_model
 from conftest import ROOT, pipeline_env, write_image
 
 MODELS = load_params(ROOT / "params.yaml")["models"]

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from catdog import CatdogError
-from catdog.dataset import load_boxes, load_manifest, load_split, prepare, report, split_indices
-from catdog.images import discover, load_rgb
+from catdog.data.decode import load_rgb
+from catdog.data.images import discover
+from catdog.data.prepared import load_boxes, load_manifest, load_split, prepare, report, split_indices
 from conftest import write_image
 
 
@@ -215,7 +216,8 @@ def test_rows_that_do_not_fit_their_file_are_counted_and_leave_it_without_a_box(
     # EXIF orientation 6 turns the stored 40x20 into a displayed 20x40: the CSV gives the size as displayed
     exif = Image.Exif()
     exif[0x0112] = 6
-    for name, colour, viewed in (("dog/turned.jpg", (40, 90, 200), (20, 40)), ("dog/stale.jpg", (90, 40, 20), (40, 20))):
+    for name, colour, viewed in (("dog/turned.jpg", (40, 90, 200), (20, 40)),
+                                 ("dog/stale.jpg", (90, 40, 20), (40, 20))):
         Image.new("RGB", (40, 20), colour).save(root / name, exif=exif)
         rows.append([name, "", *map(str, viewed), "2", "3", "12", "18"])
     boxes_csv(csv_path, rows)

@@ -7,8 +7,14 @@ import torchvision
 from torch.nn.functional import cosine_similarity
 
 from catdog import CatdogError
-from catdog.pretrained import (MOBILENET_SHA256, ImageNetInput, backbone, mobilenet_weights_path,
-                               resnet18_weights_path, sha256)
+from catdog.models.pretrained import (
+    MOBILENET_SHA256,
+    ImageNetInput,
+    backbone,
+    mobilenet_weights_path,
+    resnet18_weights_path,
+    sha256,
+)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from catdog import CatdogError
-from catdog.experiments import Experiment, finished
+from catdog.analysis.experiments import Experiment, finished
 from conftest import copy_repo, free_port, pipeline_env, run, stop_process_group
 
 pytestmark = pytest.mark.slow  # two DVC experiments, a model server: about 2-3 minutes on 2 cores
@@ -109,7 +109,7 @@ def test_an_unreachable_tracking_server_is_one_line_and_quick(repo):
 
 
 def test_a_run_without_an_mlflow_model_is_refused_and_nothing_registered(repo, monkeypatch):
-    from catdog import registry
+    from catdog.tracking import model_registry
 
     client = MlflowClient(repo["uri"])
     experiment_id = client.get_experiment_by_name("catdog").experiment_id
@@ -121,7 +121,7 @@ def test_a_run_without_an_mlflow_model_is_refused_and_nothing_registered(repo, m
                             {"best_val_accuracy": 0.99}, "abc")
     with pytest.raises(CatdogError, match=f"MLflow run {old} \\(old-run\\) has no MLflow Model: it was logged "
                                           "before catdog logged one"):
-        registry.register(experiment)
+        model_registry.register(experiment)
     assert len(client.search_model_versions("name = 'catdog'")) == versions
 
 
@@ -170,7 +170,8 @@ def test_the_champion_served_over_http_answers_as_catdog_predict(repo):
                 assert p["p_dog"] == pytest.approx(e["probabilities"]["dog"], abs=1e-6)
 
         not_an_image = base64.b64encode(b"GIF89a but truncated").decode()
-        for bad, named in ((not_an_image, "image 0 is not a readable image"), ("%%%not base64", "image 0 is not base64")):
+        for bad, named in ((not_an_image, "image 0 is not a readable image"),
+                           ("%%%not base64", "image 0 is not base64")):
             status, answer = post(f"{base}/invocations", json.dumps({"dataframe_records": [{"image": bad}]}).encode())
             assert 400 <= status < 500 and named in answer["message"], (status, answer)
         status, answer = post(f"{base}/invocations", single)  # still serving

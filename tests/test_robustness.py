@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from catdog.io import atomic_dir, atomic_path
+from catdog.files import atomic_dir, atomic_path
 from conftest import copy_repo, pipeline_env, run, set_params
 
 
@@ -32,8 +32,8 @@ def test_same_params_give_byte_identical_metrics_and_history(prepared_repo, mode
     for _ in range(2):
         stage(prepared_repo, "train")
         stage(prepared_repo, "evaluate")
-        outputs.append([(prepared_repo / f).read_bytes()
-                        for f in ("metrics/test.json", "plots/history.csv", "plots/predictions.csv", "models/model.pt")])
+        files = ("metrics/test.json", "plots/history.csv", "plots/predictions.csv", "models/model.pt")
+        outputs.append([(prepared_repo / f).read_bytes() for f in files])
     assert outputs[0] == outputs[1]
 
 

@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from catdog.dataset import read_boxes
-from catdog.images import discover
-from catdog.synthetic import _animal, generate, write_boxes
+from catdog.data.images import discover
+from catdog.data.prepared import read_boxes
+from catdog.data.synthetic import _animal, generate, write_boxes
 
 
 def digests(folder):

@@ -1,4 +1,4 @@
-"""MLflow runs through catdog.tracking's helper process: what is logged, how a run ends, and what a user sees
+"""MLflow runs through catdog.tracking.runs' helper process: what is logged, how a run ends, and what a user sees
 when the store fails. Each case runs as a stage would, in a process of its own in an empty folder."""
 
 import json
@@ -17,8 +17,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def stage_script(tmp_path, body: str, env=None, wait=True):
-    """Run `body` (with catdog.tracking imported as `tracking`) as a stage would, in tmp_path."""
-    code = f"import sys; sys.path.insert(0, {str(SRC)!r})\nfrom catdog import cli, tracking\n" + textwrap.dedent(body)
+    """Run `body` (with catdog.tracking.runs imported as `runs`) as a stage would, in tmp_path."""
+    code = (f"import sys; sys.path.insert(0, {str(SRC)!r})\n"
+            "from catdog import entrypoint\nfrom catdog.tracking import runs\n" + textwrap.dedent(body))
     process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env={**pipeline_env(), **(env or {})},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
@@ -36,13 +37,13 @@ def the_run(tmp_path):
 def test_a_training_run_and_the_stages_that_reopen_it(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n")
     code, _, stderr = stage_script(tmp_path, """
-        tracking.start_helper()
-        with tracking.training_run("logistic", {"lr": 0.01, "epochs": 2}, sweep="grid1") as run:
+        runs.start_helper()
+        with runs.training_run("logistic", {"lr": 0.01, "epochs": 2}, sweep="grid1") as run:
             for epoch in (1, 2):
                 run.log_metrics({"val_accuracy": 0.5 + epoch / 10}, step=epoch)
             run.log_artifact("history.csv")
             run.log_dict({"n_train": 3}, "data_report.json")
-        with tracking.resumed_run() as run:
+        with runs.resumed_run() as run:
             run.log_metrics({"test_accuracy": 0.75})
     """)
     assert code == 0, stderr
@@ -50,7 +51,8 @@ def test_a_training_run_and_the_stages_that_reopen_it(tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name == "logistic"
     assert run.data.params == {"lr": "0.01", "epochs": "2"}
     assert run.data.tags["model"] == "logistic" and run.data.tags["sweep"] == "grid1"
-    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [(1, 0.6), (2, 0.7)]
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.6), (2, 0.7)]
     assert run.data.metrics["test_accuracy"] == 0.75
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"history.csv", "data_report.json"}
     experiment = client.get_experiment(run.info.experiment_id)
@@ -60,7 +62,7 @@ def test_a_training_run_and_the_stages_that_reopen_it(tmp_path):
 @pytest.mark.parametrize("error, status", [("KeyboardInterrupt", "KILLED"), ("ValueError('bug')", "FAILED")])
 def test_a_stage_that_stops_ends_its_run_as_killed_or_failed(tmp_path, error, status):
     code, _, stderr = stage_script(tmp_path, f"""
-        with tracking.training_run("deep", {{}}) as run:
+        with runs.training_run("deep", {{}}) as run:
             run.log_metrics({{"val_accuracy": 0.5}}, step=1)
             raise {error}
     """)
@@ -74,12 +76,12 @@ def test_a_signal_while_the_run_ends_waits_until_its_status_is_written(tmp_path)
     code, _, stderr = stage_script(tmp_path, """
         import os, signal, threading
         def main():
-            with tracking.training_run("deep", {}) as run:
+            with runs.training_run("deep", {}) as run:
                 for step in range(2000):  # a backlog: the helper writes these for seconds after the error
                     run.log_metrics({"val_accuracy": 0.5}, step=step)
                 threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # while close() waits
                 raise ValueError("bug")
-        cli.run(main)
+        entrypoint.run(main)
     """)
     assert code != 0 and "ValueError: bug" in stderr  # the stage's own error, not the signal
     client, run = the_run(tmp_path)  # read at once: the stage has exited
@@ -90,9 +92,9 @@ def test_a_signal_while_the_run_ends_waits_until_its_status_is_written(tmp_path)
 
 def test_reopening_does_not_change_how_training_ended(tmp_path):
     code, _, stderr = stage_script(tmp_path, """
-        with tracking.training_run("deep", {}):
+        with runs.training_run("deep", {}):
             pass
-        with tracking.resumed_run() as run:  # evaluate failing after it reopened the run
+        with runs.resumed_run() as run:  # evaluate failing after it reopened the run
             raise ValueError("evaluate failed")
     """)
     assert "evaluate failed" in stderr
@@ -102,7 +104,7 @@ def test_reopening_does_not_change_how_training_ended(tmp_path):
 def test_a_stage_killed_outright_leaves_its_run_failed_not_running(tmp_path):
     process = stage_script(tmp_path, """
         import time
-        with tracking.training_run("deep", {}) as run:
+        with runs.training_run("deep", {}) as run:
             run.log_metrics({"val_accuracy": 0.5}, step=1)
             print("logging", flush=True)
             time.sleep(600)
@@ -127,12 +129,12 @@ def test_a_store_that_fails_stops_the_stage_with_mlflows_error(tmp_path):
     code, stdout, stderr = stage_script(tmp_path, """
         import time
         def main():
-            with tracking.training_run("deep", {}) as run:
+            with runs.training_run("deep", {}) as run:
                 for epoch in range(1, 600):  # one-second epochs: the helper fails during the first ones
                     time.sleep(1)
                     run.log_metrics({"val_accuracy": 0.5}, step=epoch)
             print("trained")
-        cli.run(main)
+        entrypoint.run(main)
     """, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"})
     assert code == 1 and "trained" not in stdout
     assert "catdog: error: MLflow: " in stderr  # the helper's own line, then the stage's
@@ -143,7 +145,7 @@ def test_reopening_a_run_the_store_lacks_warns_and_goes_on(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models/run.json").write_text(json.dumps({"run_id": "0" * 32, "experiment_id": "0"}))
     code, stdout, stderr = stage_script(tmp_path, """
-        with tracking.resumed_run() as run:
+        with runs.resumed_run() as run:
             run.log_metrics({"test_accuracy": 0.5})
         print("evaluated")
     """)
@@ -153,7 +155,7 @@ def test_reopening_a_run_the_store_lacks_warns_and_goes_on(tmp_path):
 
 def test_reopening_before_training_names_the_fix(tmp_path):
     code, _, stderr = stage_script(tmp_path, """
-        cli.run(lambda: tracking.resumed_run())
+        entrypoint.run(lambda: runs.resumed_run())
     """)
     assert code == 1
     assert stderr.strip() == "catdog: error: models/run.json is missing: train a model first (`dvc repro train`)"
@@ -161,8 +163,8 @@ def test_reopening_before_training_names_the_fix(tmp_path):
 
 def test_only_rank_0_starts_a_helper(tmp_path):
     code, stdout, stderr = stage_script(tmp_path, """
-        tracking.start_helper()
-        print(tracking._started is None)
+        runs.start_helper()
+        print(runs._started is None)
     """, env={"RANK": "1"})
     assert (code, stdout) == (0, "True\n"), stderr
     assert not (tmp_path / "mlflow.db").exists()
@@ -171,14 +173,14 @@ def test_only_rank_0_starts_a_helper(tmp_path):
 def test_no_helper_is_left_behind(tmp_path):
     """A helper started for a stage that then fails before opening its run exits with the stage."""
     code, stdout, _ = stage_script(tmp_path, """
-        tracking.start_helper()
-        print(tracking._started.pid, flush=True)
+        runs.start_helper()
+        print(runs._started.pid, flush=True)
         raise SystemExit(3)
     """)
     assert code == 3
     pid = int(stdout)
     deadline = time.time() + 30
-    while Path(f"/proc/{pid}").exists() and b"catdog.tracking" in Path(f"/proc/{pid}/cmdline").read_bytes():
+    while Path(f"/proc/{pid}").exists() and b"catdog.tracking.runs" in Path(f"/proc/{pid}/cmdline").read_bytes():
         assert time.time() < deadline, "the helper outlived its stage"
         time.sleep(0.2)
     assert not (tmp_path / "mlflow.db").exists()

@@ -6,9 +6,12 @@ import numpy as np
 import torch
 
 from catdog.config import load_params
-from catdog.dataset import train_subset
-from catdog.models import build_model
-from catdog.training import Split, augment, backbone_features, fit, predict, seed_everything, to_input
+from catdog.data.prepared import train_subset
+from catdog.data.tensors import Split, to_input
+from catdog.inference.forward import predict
+from catdog.models.architectures import build_model
+from catdog.training.features import backbone_features
+from catdog.training.loop import augment, fit, seed_everything
 from conftest import ROOT
 
 MODELS = load_params(ROOT / "params.yaml")["models"]
@@ -73,7 +76,8 @@ def test_augmentation_is_seeded_and_keeps_shape():
     again = augment(images, torch.Generator().manual_seed(3))
     assert first.shape == images.shape and first.dtype == torch.uint8 and torch.equal(first, again)
     assert not torch.equal(first, images)
-    flipped = augment(images, torch.Generator().manual_seed(0), crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=True)
+    flipped = augment(images, torch.Generator().manual_seed(0), crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+                      hflip=True)
     assert all(torch.equal(f, i) or torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images))
 
 

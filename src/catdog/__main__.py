@@ -12,10 +12,9 @@
 import importlib
 import sys
 
-from catdog import cli
+from catdog import entrypoint
 
-COMMANDS = {"predict": "catdog.predict", "explain": "catdog.explain", "leaderboard": "catdog.leaderboard", "best": "catdog.sweep",
-            "register": "catdog.registry", "ui": "catdog.ui", "export": "catdog.export"}
+COMMANDS = ("predict", "explain", "leaderboard", "best", "register", "ui", "export")  # each catdog.commands.<verb>
 
 
 def main(argv=None) -> None:
@@ -25,8 +24,8 @@ def main(argv=None) -> None:
         return
     if not argv or argv[0] not in COMMANDS:
         sys.exit(f"usage: catdog {{{','.join(COMMANDS)}}} ...  (catdog <command> --help for its options)")
-    module = importlib.import_module(COMMANDS[argv[0]])
-    cli.run(lambda: module.main(argv[1:]))
+    module = importlib.import_module(f"catdog.commands.{argv[0]}")
+    entrypoint.run(lambda: module.main(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -8,19 +8,19 @@ from catdog import CatdogError
 from catdog.paths import SYNTHETIC_BOXES
 
 PARAMS_FILE = Path("params.yaml")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}  # a model entry's optimizer: the torch.optim class it names
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # train.precision; what each does: training.autocast_dtype
-INFERENCE = ("auto", "torch", "onnxruntime")  # train.inference; what auto picks: onnx_engine.engine_for
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # train.precision; what each does: device.autocast_dtype
+INFERENCE = ("auto", "torch", "onnxruntime")  # train.inference; what auto picks: inference.forward.engine_for
 MODEL_KEYS = ("arch", "input_size", "optimizer", "lr", "batch_size", "epochs")
 
 
 def architectures() -> list[str]:
-    """The names in models.ARCHITECTURES, read from the source: importing models imports torch, a second of the
-    `check` stage, which runs whenever a param changes. tests/test_config.py holds the two equal."""
+    """The names in models.architectures.ARCHITECTURES, read from the source: importing it imports torch, a second
+    of the `check` stage, which runs whenever a param changes. tests/test_config.py holds the two equal."""
     import ast
 
-    tree = ast.parse((Path(__file__).parent / "models.py").read_text())
+    tree = ast.parse((Path(__file__).parent / "models" / "architectures.py").read_text())
     registry = next(node.value for node in tree.body if isinstance(node, ast.Assign)
                     and any(getattr(target, "id", None) == "ARCHITECTURES" for target in node.targets))
     return [key.value for key in registry.keys]
@@ -66,10 +66,16 @@ def check_synthetic(params: dict) -> None:
         raise CatdogError(f"synthetic.n_images={n_images!r} must be an integer >= 2")
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise CatdogError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must each be in (0, 1) "
+            "and sum to less than 1"
+        )
+
+
 def check_data(params: dict) -> None:
     """The `data` section: the split fractions, the cached sizes and the boxes file."""
-    from catdog.dataset import check_fractions  # late: keeps numpy and sklearn out of the plain config helpers
-
     data = params["data"]
     check_fractions(data["val_fraction"], data["test_fraction"])
     train_fraction = data.get("train_fraction", 1.0)
@@ -104,12 +110,16 @@ def device_name(params: dict) -> str:
     return device
 
 
-def precision_name(params: dict, name: str | None = None, cfg: dict | None = None) -> str:
-    """train.precision, the dtype of the forward passes. Whether the device has it is known only once the device
-    is picked (training.DevicePolicy); given the model's entry, a NumPy model is held to float32, which it uses."""
-    precision = params.get("train", {}).get("precision", "auto")
+def check_precision(precision) -> None:
     if precision not in PRECISIONS:
         raise CatdogError(f"train.precision={precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
+
+
+def precision_name(params: dict, name: str | None = None, cfg: dict | None = None) -> str:
+    """train.precision, the dtype of the forward passes. Whether the device has it is known only once the device
+    is picked (device.DevicePolicy); given the model's entry, a NumPy model is held to float32, which it uses."""
+    precision = params.get("train", {}).get("precision", "auto")
+    check_precision(precision)
     if cfg is not None and cfg["arch"] == "numpy" and precision not in ("auto", "float32"):
         raise CatdogError(f"models.{name} (arch numpy) computes in NumPy float32: set train.precision: auto or "
                           "float32")
@@ -118,19 +128,35 @@ def precision_name(params: dict, name: str | None = None, cfg: dict | None = Non
 
 def inference_name(params: dict) -> str:
     """train.inference, the engine of the forward passes that need no gradient (the frozen backbone's features,
-    evaluate, predict, the served model). ONNX Runtime runs them in float32 on the CPU, so an explicit onnxruntime
-    with a half precision is refused here; whether the device is the CPU is known once it is picked."""
-    engine = params.get("train", {}).get("inference", "auto")
-    if engine not in INFERENCE:
-        raise CatdogError(f"train.inference={engine!r} is unknown; valid: {', '.join(INFERENCE)}")
-    precision = params.get("train", {}).get("precision", "auto")
-    if engine == "onnxruntime" and precision in ("bfloat16", "float16"):
-        raise CatdogError(f"train.inference=onnxruntime runs float32 but train.precision={precision}: set "
-                          "train.precision: auto or float32, or train.inference: torch")
-    if engine == "onnxruntime" and not onnxruntime_installed():
-        raise CatdogError("train.inference=onnxruntime but onnxruntime, onnx or onnxscript is not installed: "
-                          "`.venv/bin/pip install onnxruntime onnx onnxscript`, or set train.inference: auto")
+    evaluate, predict, the served model); whether the device is the CPU is known once it is picked."""
+    train = params.get("train", {})
+    engine = train.get("inference", "auto")
+    check_engine(engine, train.get("precision", "auto"))
     return engine
+
+
+def check_engine(engine, precision: str, device_type: str | None = None, cli: bool = False) -> None:
+    """That train.inference=engine can run: ONNX Runtime runs float32 on the CPU, where it is installed. A half
+    precision is refused by name; device_type: the device picked, where it is known. cli: the messages name
+    `catdog predict`'s options (--inference, --device) instead of params."""
+    def fix(key: str, value: str) -> str:
+        return f"--{key} {value}" if cli else f"train.{key}: {value}"
+
+    name = "--inference onnxruntime" if cli else "train.inference=onnxruntime"
+    if engine not in INFERENCE:
+        raise CatdogError(f"{'--inference ' if cli else 'train.inference='}{engine!r} is unknown; valid: "
+                          f"{', '.join(INFERENCE)}")
+    if engine != "onnxruntime":
+        return
+    if device_type is not None and device_type != "cpu":
+        raise CatdogError(f"{name} runs on the CPU, not on {device_type}: set {fix('inference', 'auto')} or "
+                          f"torch, or {fix('device', 'cpu')}")
+    if precision in ("bfloat16", "float16"):
+        raise CatdogError(f"{name} runs float32, not train.precision={precision}: set train.precision: auto or "
+                          f"float32, or {fix('inference', 'torch')}")
+    if not onnxruntime_installed():
+        raise CatdogError(f"{name} but onnxruntime, onnx or onnxscript is not installed: `.venv/bin/pip install "
+                          f"onnxruntime onnx onnxscript`, or set {fix('inference', 'auto')}")
 
 
 def onnxruntime_installed() -> bool:

@@ -9,10 +9,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-from catdog import cli  # noqa: E402
-from catdog.config import (check_data, check_synthetic, device_name, inference_name, load_params,  # noqa: E402
-                           model_config, precision_name, processes)
-from catdog.io import write_text  # noqa: E402
+from catdog import entrypoint  # noqa: E402
+from catdog.config import (  # noqa: E402
+    check_data,
+    check_synthetic,
+    device_name,
+    inference_name,
+    load_params,
+    model_config,
+    precision_name,
+    processes,
+)
+from catdog.files import write_text  # noqa: E402
 from catdog.paths import PARAMS_CHECKED  # noqa: E402
 
 
@@ -30,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    entrypoint.run(main)

@@ -5,25 +5,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-from catdog import tracking  # noqa: E402
+from catdog.tracking import runs  # noqa: E402
 
-tracking.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
+runs.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
 
 import torch  # noqa: E402
 
-from catdog import attribution, cli, onnx_engine  # noqa: E402
+from catdog import entrypoint  # noqa: E402
+from catdog.analysis import attribution  # noqa: E402
+from catdog.analysis.metrics import binary_metrics  # noqa: E402
 from catdog.config import device_name, inference_name, load_params, precision_name  # noqa: E402
-from catdog.dataset import load_boxes, load_manifest, load_split  # noqa: E402
-from catdog.io import write_json  # noqa: E402
-from catdog.metrics import binary_metrics  # noqa: E402
-from catdog.models import load_checkpoint  # noqa: E402
+from catdog.data.prepared import load_boxes, load_manifest, load_split  # noqa: E402
+from catdog.data.tensors import as_tensors  # noqa: E402
+from catdog.device import pick_device  # noqa: E402
+from catdog.files import write_json, write_rows  # noqa: E402
+from catdog.inference.forward import runner  # noqa: E402
+from catdog.models.architectures import load_checkpoint  # noqa: E402
 from catdog.paths import MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS  # noqa: E402
-from catdog.tables import write_rows  # noqa: E402
-from catdog.training import as_tensors, pick_device  # noqa: E402
 
 
 def main() -> None:
-    with tracking.resumed_run() as run:  # first: its helper process starts MLflow while this one evaluates
+    with runs.resumed_run() as run:  # first: its helper process starts MLflow while this one evaluates
         evaluate(run)
 
 
@@ -33,8 +35,8 @@ def evaluate(run) -> None:
     checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], checkpoint["classes"]
     test = as_tensors(*load_split("test", cfg["input_size"]))
-    # train.inference: ONNX Runtime on the CPU where it is faster (onnx_engine); attribution below stays in torch
-    run_model = onnx_engine.runner(model.to(device), cfg["input_size"], device, precision, inference_name(params))
+    # train.inference: ONNX Runtime on the CPU where it is faster (inference.forward); attribution below stays in torch
+    run_model = runner(model.to(device), cfg["input_size"], device, precision, inference_name(params))
     outputs = run_model(test.x, cfg["batch_size"])
     logits, y = outputs[:, 0], test.y
     metrics = binary_metrics(logits, y)
@@ -62,4 +64,4 @@ def evaluate(run) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    entrypoint.run(main)

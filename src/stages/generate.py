@@ -7,9 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-from catdog import cli, synthetic  # noqa: E402
+from catdog import entrypoint  # noqa: E402
 from catdog.config import check_synthetic, load_params  # noqa: E402
-from catdog.io import atomic_dir  # noqa: E402
+from catdog.data import synthetic  # noqa: E402
+from catdog.files import atomic_dir  # noqa: E402
 from catdog.paths import SYNTHETIC_BOXES, SYNTHETIC_DIR  # noqa: E402
 
 
@@ -23,4 +24,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    entrypoint.run(main)

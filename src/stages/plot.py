@@ -8,17 +8,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-from catdog import tracking  # noqa: E402
+from catdog.tracking import runs  # noqa: E402
 
-tracking.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports matplotlib
+runs.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports matplotlib
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from catdog import CatdogError, attribution, cli, pictures, plots  # noqa: E402
+from catdog import CatdogError, entrypoint  # noqa: E402
+from catdog.analysis import attribution, attribution_figures, figures  # noqa: E402
 from catdog.config import device_name, load_params  # noqa: E402
-from catdog.dataset import load_boxes, load_manifest, load_split  # noqa: E402
-from catdog.models import load_checkpoint  # noqa: E402
+from catdog.data.prepared import load_boxes, load_manifest, load_split  # noqa: E402
+from catdog.device import pick_device  # noqa: E402
+from catdog.files import read_rows, write_rows  # noqa: E402
+from catdog.models.architectures import load_checkpoint  # noqa: E402
 from catdog.paths import (  # noqa: E402
     CALIBRATION_FILE,
     CALIBRATION_PNG,
@@ -34,8 +37,6 @@ from catdog.paths import (  # noqa: E402
     PREPARED_DIR,
     TEST_METRICS,
 )
-from catdog.tables import read_rows, write_rows  # noqa: E402
-from catdog.training import pick_device  # noqa: E402
 
 PNGS = (CURVES_PNG, CONFUSION_PNG, MISCLASSIFIED_PNG, HISTOGRAM_PNG, CALIBRATION_PNG, LEARNED_PNG, HEATMAPS_PNG)
 
@@ -45,7 +46,7 @@ def gallery_images(manifest: dict, predictions: list[dict]) -> np.ndarray:
     if manifest["splits"]["test"]["files"] != [row["file"] for row in predictions]:
         raise CatdogError(f"{PREDICTIONS_FILE} does not list the test images of {PREPARED_DIR}: "
                           "run `dvc repro evaluate` first")
-    # Same layout as dataset.load_split, which would read every image; the gallery needs a dozen.
+    # Same layout as data.prepared.load_split, which would read every image; the gallery needs a dozen.
     path = PREPARED_DIR / f"x{max(manifest['sizes'])}_test.npy"
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
@@ -55,7 +56,7 @@ def what_it_learned(title: str, manifest: dict, predictions: list[dict], shown_i
     pass over them), each with its true class, P(positive) and whether the map peaks on the animal."""
     checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], manifest["classes"]
-    pictures.learned(*attribution.first_layer(model, cfg), title, LEARNED_PNG)
+    attribution_figures.learned(*attribution.first_layer(model, cfg), title, LEARNED_PNG)
     side = cfg["input_size"]
     x, y, _ = load_split("test", side)
     chosen = attribution.fixed_indices(y)
@@ -64,36 +65,36 @@ def what_it_learned(title: str, manifest: dict, predictions: list[dict], shown_i
     boxes, shown_boxes = load_boxes("test", side), load_boxes("test", shown_images.shape[-1])
     captions = []
     for k, i in enumerate(chosen):
-        caption = f"{plots.short_name(predictions[i]['file'])}\ntrue {classes[y[i]]}, " \
+        caption = f"{figures.short_name(predictions[i]['file'])}\ntrue {classes[y[i]]}, " \
                   f"P({classes[1]}) = {float(predictions[i]['probability']):.3f}"
         if boxes is not None and not np.isnan(boxes[i]).any():
             hit = attribution.peak_in_box(maps[k:k + 1], boxes[i:i + 1])[0]
             caption += ", peak on the animal" if hit else ", peak off the animal"
         captions.append(caption)
-    pictures.heatmap_gallery(shown_images[chosen], maps, captions, f"{title}: {attribution.method(cfg)}",
+    attribution_figures.heatmap_gallery(shown_images[chosen], maps, captions, f"{title}: {attribution.method(cfg)}",
                              HEATMAPS_PNG, None if shown_boxes is None else shown_boxes[chosen])
 
 
 def main() -> None:
-    with tracking.resumed_run() as run:  # first: its helper process starts MLflow while this one draws
+    with runs.resumed_run() as run:  # first: its helper process starts MLflow while this one draws
         plot(run)
 
 
 def plot(run) -> None:
     model = load_params()["model"]
     accuracy = json.loads(TEST_METRICS.read_text())["accuracy"]
-    plots.training_curves(read_rows(HISTORY_FILE), f"{model} (test accuracy {accuracy:.3f})", CURVES_PNG)
+    figures.training_curves(read_rows(HISTORY_FILE), f"{model} (test accuracy {accuracy:.3f})", CURVES_PNG)
     predictions = read_rows(PREDICTIONS_FILE)
     manifest = load_manifest()
     classes = manifest["classes"]  # the second is the positive class, whose probability predictions.csv holds
     title = f"{model}: test set"
-    plots.confusion_matrix([r["actual"] for r in predictions], [r["predicted"] for r in predictions], classes,
+    figures.confusion_matrix([r["actual"] for r in predictions], [r["predicted"] for r in predictions], classes,
                            title, CONFUSION_PNG)
     shown_images = gallery_images(manifest, predictions)
-    plots.misclassified_gallery(predictions, shown_images, classes, title, MISCLASSIFIED_PNG)
-    plots.probability_histogram(predictions, classes, title, HISTOGRAM_PNG)
-    plots.calibration_curve(predictions, classes, title, CALIBRATION_PNG)
-    write_rows(CALIBRATION_FILE, plots.calibration_points(predictions, classes), plots.CALIBRATION_COLUMNS)
+    figures.misclassified_gallery(predictions, shown_images, classes, title, MISCLASSIFIED_PNG)
+    figures.probability_histogram(predictions, classes, title, HISTOGRAM_PNG)
+    figures.calibration_curve(predictions, classes, title, CALIBRATION_PNG)
+    write_rows(CALIBRATION_FILE, figures.calibration_points(predictions, classes), figures.CALIBRATION_COLUMNS)
     what_it_learned(f"{model} (test accuracy {accuracy:.3f})", manifest, predictions, shown_images)
     for png in PNGS:
         run.log_artifact(png, artifact_path="plots")
@@ -101,4 +102,4 @@ def plot(run) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    entrypoint.run(main)

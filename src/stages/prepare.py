@@ -5,12 +5,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-from catdog import cli  # noqa: E402
+from catdog import entrypoint  # noqa: E402
 from catdog.config import check_data, load_params  # noqa: E402
-from catdog.dataset import prepare, report  # noqa: E402
-from catdog.io import write_json  # noqa: E402
+from catdog.data.images import discover  # noqa: E402
+from catdog.data.prepared import prepare, report  # noqa: E402
+from catdog.files import write_json  # noqa: E402
 from catdog.paths import DATA_REPORT, PREPARED_DIR  # noqa: E402
-from catdog.images import discover  # noqa: E402
 
 
 def main() -> None:
@@ -49,5 +49,6 @@ def boxes_line(boxes: dict) -> str:
         why = f"data.boxes={boxes['source']}: {boxes['rows']} rows, none usable for these images{unused}"
     return f"no animal boxes for these images ({why}): pointing_game and attribution_in_box will be absent"
 
+
 if __name__ == "__main__":
-    cli.run(main)
+    entrypoint.run(main)

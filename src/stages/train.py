@@ -1,7 +1,7 @@
 """Stage `train`: train the model named by param `model` on the cached tensors, tracked as an MLflow run.
 
 With train.processes > 1, or started by torchrun (`torchrun --nproc-per-node 4 src/stages/train.py`), several
-processes train it together (catdog.distributed); rank 0 alone writes the outputs and the MLflow run."""
+processes train it together (training.distributed); rank 0 alone writes the outputs and the MLflow run."""
 
 import io
 import sys
@@ -10,21 +10,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
-from catdog import tracking  # noqa: E402
+from catdog.tracking import runs  # noqa: E402
 
-tracking.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
+runs.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
 
 import torch  # noqa: E402
 
-from catdog import cli, distributed  # noqa: E402
-from catdog.config import (device_name, flat, inference_name, load_params, model_config, precision_name,  # noqa: E402
-                           processes)
-from catdog.dataset import load_manifest, load_split, report, train_subset  # noqa: E402
-from catdog.io import write_bytes, write_json  # noqa: E402
-from catdog.models import build_model  # noqa: E402
+from catdog import entrypoint  # noqa: E402
+from catdog.config import (  # noqa: E402
+    device_name,
+    flat,
+    inference_name,
+    load_params,
+    model_config,
+    precision_name,
+    processes,
+)
+from catdog.data.prepared import load_manifest, load_split, report, train_subset  # noqa: E402
+from catdog.data.tensors import as_tensors  # noqa: E402
+from catdog.device import DevicePolicy, pick_device  # noqa: E402
+from catdog.files import write_bytes, write_json, write_rows  # noqa: E402
+from catdog.models.architectures import build_model  # noqa: E402
 from catdog.paths import HISTORY_FILE, MODEL_FILE, TRAIN_METRICS  # noqa: E402
-from catdog.tables import write_rows  # noqa: E402
-from catdog.training import DevicePolicy, as_tensors, fit, pick_device, seed_everything  # noqa: E402
+from catdog.training import distributed  # noqa: E402
+from catdog.training.loop import fit, seed_everything  # noqa: E402
+
 
 def main() -> None:
     params = load_params()
@@ -32,7 +42,7 @@ def main() -> None:
     device = pick_device(device_name(params))
     n_processes = processes(params, name, cfg)
     if n_processes > 1 and not distributed.under_torchrun():
-        tracking.stop_helper()  # rank 0 of torchrun's processes starts its own
+        runs.stop_helper()  # rank 0 of torchrun's processes starts its own
         distributed.relaunch(n_processes, device)  # this command again, in n_processes processes under torchrun
     with distributed.process_group(device) as device:
         train_and_log(params, name, cfg, device)
@@ -54,7 +64,7 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
                        "inference": inference,
                        **flat(cfg), **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
                        "processes": distributed.size()}
-    with tracking.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")) as run:
+    with runs.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")) as run:
         start = time.perf_counter()
         log_epoch = lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
         history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch, precision=precision,
@@ -80,4 +90,4 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    entrypoint.run(main)

@@ -1,0 +1,42 @@
+"""`catdog leaderboard`: the finished DVC experiments ranked by test accuracy, as a Markdown table and a PNG of
+their validation-accuracy curves overlaid (reports/leaderboard.md and reports/leaderboard.png).
+
+    catdog leaderboard                      the experiments of the current commit
+    catdog leaderboard -A --match '^bench-' every commit's experiments whose name matches
+"""
+
+import argparse
+from pathlib import Path
+
+from catdog import CatdogError
+from catdog.analysis import figures
+from catdog.analysis.experiments import finished, history
+from catdog.analysis.leaderboard import ranked, select, table
+from catdog.files import write_text
+from catdog.paths import repo_root
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="catdog leaderboard", description=__doc__.splitlines()[0])
+    parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD")
+    parser.add_argument("--match", metavar="REGEX", help="only experiments whose name matches")
+    parser.add_argument("--sweep", metavar="NAME", help="only the experiments run with -S train.sweep=NAME")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for leaderboard.md/.png")
+    args = parser.parse_args(argv)
+    done, not_done = finished(args.all_commits)
+    experiments = ranked(select(done, args.match, args.sweep))
+    not_done = [e.name for e in select(not_done, args.match, args.sweep)]
+    if not experiments:
+        raise CatdogError("no finished DVC experiment to rank" + (" matches" if args.match or args.sweep else "")
+                          + "; run some first, e.g. `dvc exp run -S model=cnn`, or pass -A for older commits'")
+    out = args.out if args.out.is_absolute() else repo_root() / args.out
+    markdown, png = out / "leaderboard.md", out / "leaderboard.png"
+    curves = [(f"{e.name} ({e.model}): {e.test['accuracy']:.3f}", history(e)) for e in experiments]
+    figures.validation_curves(curves, f"Validation accuracy of {len(experiments)} experiments "
+                            "(legend: test accuracy, best first)", png)
+    text = table(experiments)
+    write_text(markdown, f"# Leaderboard: test accuracy\n\n![validation accuracy]({png.name})\n\n{text}")
+    print(text)
+    if not_done:
+        print(f"not ranked (no test metrics yet): {', '.join(not_done)}")
+    print(f"wrote {markdown} and {png}")

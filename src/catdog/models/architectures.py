@@ -1,0 +1,125 @@
+"""The architectures: an architecture name (a model entry's `arch`) maps to a builder taking that entry.
+
+Every builder returns a model mapping a float batch (N, 3, S, S) in [-1, 1] to outputs (N, k): column 0 is the
+cat/dog logit; a multi-task model adds column 1, the predicted brightness. Add an architecture by adding one
+builder here; add a model by adding one entry to `models` in params.yaml.
+"""
+
+import torch
+from torch import nn
+
+from catdog import CatdogError
+from catdog.models.numpy_model import NumpyModel
+
+
+def _trunk(cfg: dict) -> tuple[nn.Sequential, int]:
+    """Flatten, then one Linear + ReLU per entry of `hidden`; returns the layers and their output width."""
+    layers, width = [nn.Flatten()], 3 * cfg["input_size"] ** 2
+    for hidden in cfg.get("hidden", []):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*layers), width
+
+
+def fully_connected(cfg: dict) -> nn.Module:
+    """`hidden` ReLU layers, then one logit: logistic regression when `hidden` is empty."""
+    trunk, width = _trunk(cfg)
+    return trunk.append(nn.Linear(width, 1))
+
+
+def convolutional(cfg: dict) -> nn.Module:
+    """A small CNN trained from scratch: per entry of `channels` a conv3x3-BN-ReLU-maxpool block, then global
+    average pooling and one logit. Pooling makes it see a pointed ear wherever it sits in the picture."""
+    blocks = len(cfg["channels"])
+    if cfg["input_size"] < 2**blocks:
+        raise ValueError(f"input_size={cfg['input_size']} is too small for {blocks} pooling blocks: "
+                         f"use at least {2**blocks}, or fewer channels entries")
+    layers, width = [], 3
+    for channels in cfg["channels"]:
+        layers += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+                   nn.MaxPool2d(2)]
+        width = channels
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 1))
+
+
+class Pretrained(nn.Module):
+    """An ImageNet backbone (models/pretrained.py) and a new one-logit head. `freeze: true` trains the head
+    only: the backbone's weights and its batch-norm statistics stay as loaded. load_weights=False skips loading
+    the ImageNet weights (pretrained.backbone), for a checkpoint that holds them all."""
+
+    def __init__(self, cfg: dict, load_weights: bool = True):
+        super().__init__()
+        from catdog.models.pretrained import backbone  # late: torchvision is only needed by these models
+
+        if cfg["input_size"] < 32:  # both backbones downsample 32 times
+            raise ValueError(f"input_size={cfg['input_size']} is too small for {cfg['backbone']}: use at least 32")
+        self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"), load_weights)
+        self.frozen = bool(cfg["freeze"])
+        self.backbone.requires_grad_(not self.frozen)
+        self.head = nn.Linear(width, 1)  # created after freezing, so it always trains
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class MultiTask(nn.Module):
+    """Seed 004: a shared fully-connected trunk, head A for cat/dog (a logit), head B for brightness (in [0, 1])."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        weights = cfg.get("loss_weights")
+        if not (isinstance(weights, dict) and set(weights) == {"classification", "brightness"}
+                and all(isinstance(w, (int, float)) and w >= 0 for w in weights.values())):
+            raise ValueError(f"loss_weights={weights!r} must map classification and brightness to weights >= 0")
+        self.trunk, width = _trunk(cfg)
+        self.classify = nn.Linear(width, 1)
+        self.brightness = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shared = self.trunk(x)
+        return torch.cat([self.classify(shared), torch.sigmoid(self.brightness(shared))], dim=1)
+
+
+def frozen_backbone(model) -> bool:
+    """A pretrained model with `freeze: true`: its backbone, the costly part, never changes in training."""
+    return bool(getattr(model, "frozen", False)) and isinstance(getattr(model, "backbone", None), nn.Module)
+
+
+ARCHITECTURES = {
+    "fc": fully_connected,     # logistic, shallow, deep, deeper, mlp
+    "cnn": convolutional,      # convolutional, from scratch
+    "pretrained": Pretrained,  # ImageNet backbone (resnet18, mobilenet_v2), frozen or fine-tuned
+    "multitask": MultiTask,    # classification + brightness regression
+    "numpy": NumpyModel,       # the course's L-layer network by hand, no torch inside
+}
+
+
+def build_model(cfg: dict, name: str = "model", load_weights: bool = True):
+    """The model of a `models` entry. load_weights=False builds a pretrained model without its ImageNet weights:
+    enough to load a checkpoint, whose state_dict replaces every weight, and it works offline."""
+    try:
+        if cfg["arch"] == "pretrained":
+            return Pretrained(cfg, load_weights)
+        return ARCHITECTURES[cfg["arch"]](cfg)
+    except (KeyError, ValueError) as error:  # a builder's word on a bad or missing knob, as one line
+        raise CatdogError(f"models.{name} cannot be built: {error}") from None
+
+
+def load_checkpoint(path) -> tuple[dict, nn.Module | NumpyModel]:
+    """(checkpoint, its model with every weight loaded) from a file src/stages/train.py wrote. The model is built
+    without ImageNet weights (the checkpoint replaces them all), so a pretrained one loads offline too."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: one line, not a pickle traceback
+        raise CatdogError(f"cannot read the checkpoint {path} ({type(error).__name__}: {error})") from None
+    if not (isinstance(checkpoint, dict) and {"model", "config", "classes", "state_dict"} <= checkpoint.keys()):
+        raise CatdogError(f"{path} is not a catdog checkpoint (one that src/stages/train.py writes)")
+    model = build_model(checkpoint["config"], checkpoint["model"], load_weights=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, model

@@ -1,0 +1,271 @@
+"""MLflow runs: one per `train`, reopened by `evaluate` and `plot` to add test metrics and figures, in the store
+of tracking.store.
+
+Importing MLflow and opening a SQLite store take about 3 s, as long as a short training. So a stage hands its
+run to a helper process (`python -m catdog.tracking.runs`), started (start_helper) before the stage imports torch:
+the two import at once, on two cores. The stage's calls go to the helper in order over a pipe and return at once, and
+the stage waits for it before it ends. A helper that fails stops the stage at its next call, with its error.
+"""
+
+import contextlib
+import gc
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from catdog import CatdogError
+from catdog.paths import RUN_FILE, repo_root
+from catdog.tracking.store import EXPERIMENT, store
+
+ABANDON = signal.SIGUSR1  # stage -> helper: skip the calls still queued, end the run
+HELPER_TIMEOUT = 600  # seconds a finished stage waits for its helper to log what it was sent (artifacts included)
+
+
+_started = None  # the helper start_helper started, until a run takes it
+
+
+def _helper_process() -> subprocess.Popen:
+    src = str(Path(__file__).resolve().parents[2])  # this checkout's catdog, as the stage scripts use
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (src, os.environ.get("PYTHONPATH"))))}
+    # Started with ABANDON blocked (a child inherits the mask): one sent before the helper has set its handler waits
+    # for it instead of killing it.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {ABANDON})
+    try:
+        return subprocess.Popen([sys.executable, "-m", "catdog.tracking.runs"], stdin=subprocess.PIPE, env=env)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def start_helper() -> None:
+    """Start the next run's helper now, at the top of a stage script. Not in torchrun's processes other than rank
+    0, which log nothing. A helper never given a run (the stage failed first) reads the end of its pipe and
+    exits."""
+    global _started
+    if _started is None and os.environ.get("RANK", "0") == "0":
+        _started = _helper_process()
+
+
+def stop_helper() -> None:
+    """Stop the helper start_helper started, for a process that will not log (one about to become torchrun)."""
+    global _started
+    if _started is not None:
+        _started.kill()
+        _started.wait()
+        _started = None
+
+
+class Run:
+    """The stage's side of a run: log_metrics, log_artifact and log_dict as in mlflow, sent to the helper."""
+
+    def __init__(self, opening: dict):
+        global _started
+        self._helper, _started = _started or _helper_process(), None
+        self._send(opening)
+
+    def _send(self, message) -> None:
+        if self._helper.poll() is None:
+            # Ctrl-C or SIGTERM waits until the message is whole: half a message would make the helper fail the
+            # run instead of ending it as the stage says.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                pickle.dump(message, self._helper.stdin)
+                self._helper.stdin.flush()
+                return
+            except BrokenPipeError:  # it exited meanwhile
+                self._helper.wait()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise CatdogError(f"MLflow logging failed (its helper process exited with {self._helper.returncode}, "
+                          "its error is above)")
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self._send(("log_metrics", (metrics,), {"step": step}))
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        self._send(("log_artifact", (str(path),), {"artifact_path": artifact_path}))
+
+    def log_dict(self, dictionary: dict, artifact_file: str) -> None:
+        self._send(("log_dict", (dictionary, artifact_file), {}))
+
+    def log_model(self, checkpoint, example) -> None:
+        """The checkpoint as the run's MLflow Model (tracking.mlflow_model); example: one (3, s, s) uint8 image."""
+        self._send(("log_model", (str(checkpoint), example), {}))
+
+    def close(self, status: str) -> None:
+        """End the run as status (FINISHED, FAILED, KILLED) once the helper has logged everything before; a run
+        that failed or was stopped skips what the helper has not logged yet. A slow store can leave hundreds of
+        calls queued, and a stage that is being stopped has seconds (torchrun kills it 30 s after SIGTERM): its
+        status must land first."""
+        if status != "FINISHED" and self._helper.poll() is None:
+            self._helper.send_signal(ABANDON)
+        self._send(("end", (status,), {}))
+        self._helper.stdin.close()
+        # Ctrl-C or SIGTERM waits until the helper has written the status: a stage ending on an error and then told
+        # to stop (torchrun stops the other processes when one fails) would otherwise exit with its run RUNNING,
+        # the status landing later, after the caller has moved on. The wait is bounded, the signal acts after it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            code = self._helper.wait(timeout=HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._helper.kill()
+            raise CatdogError(f"MLflow logging did not finish within {HELPER_TIMEOUT} s; is the store reachable?")
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if code:
+            raise CatdogError(f"MLflow logging failed (its helper process exited with {code}, its error is above)")
+
+
+@contextlib.contextmanager
+def _helped(opening: dict):
+    """A Run ended FINISHED, or FAILED on an error and KILLED on Ctrl-C or SIGTERM (MLflow itself would leave it
+    RUNNING), always after the helper has logged what it was sent."""
+    run = Run(opening)
+    try:
+        yield run
+    except BaseException as error:
+        # The stage's own error is the one to report, also when a signal held back during close arrives.
+        with contextlib.suppress(CatdogError, KeyboardInterrupt):
+            run.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    run.close("FINISHED")
+
+
+def training_run(model_name: str, params: dict, sweep: str = ""):
+    """A new run tagged with the model, the git commit, the DVC experiment and the sweep (train.sweep, so that
+    the MLflow UI filters a grid search with `tags.sweep = '...'`), with params logged; its id goes to RUN_FILE."""
+    return _helped({"start": {"model": model_name, "params": params, "sweep": sweep,
+                              "run_name": os.environ.get("DVC_EXP_NAME", "") or model_name}})
+
+
+def resumed_run():
+    """The run that trained the current model (RUN_FILE), reopened. If the store does not hold it, the helper
+    warns and logs nothing. It keeps the status it had: evaluate or plot failing does not undo the training."""
+    if not RUN_FILE.is_file():
+        raise CatdogError(f"{RUN_FILE} is missing: train a model first (`dvc repro train`)")
+    return _helped({"resume": RUN_FILE.read_text()})
+
+
+# ------------------------------------------------------------------------------------------- the helper process
+
+def _experiment_id(mlflow) -> str:
+    from filelock import FileLock
+
+    uri, artifact_location = store()
+    mlflow.set_tracking_uri(uri)
+    # Parallel queued experiments (`dvc queue start -j 2`) may both find no store yet: creating the SQLite tables
+    # and the experiment twice at once fails, so one process at a time does it (later writes wait on SQLite's own
+    # lock, for which MLflow sets a 20 s busy timeout).
+    lock = FileLock(f"{repo_root() / 'mlflow.db'}.lock") if artifact_location else contextlib.nullcontext()
+    with lock:
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
+        # MLflow 3's experiment kind: model training, not GenAI (the 3.17 UI may still open on its GenAI view,
+        # README says where to click).
+        try:
+            return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
+        except mlflow.exceptions.MlflowException as error:
+            # Two queued experiments on one tracking server (no file lock between machines): the other one made it.
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def _git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _open(mlflow, opening: dict):
+    """The run to log into and the status to end it with when the stage sends none; None: log nothing."""
+    import json
+
+    from catdog.files import write_json
+
+    if "resume" in opening:
+        run_id = json.loads(opening["resume"])["run_id"]
+        uri, _ = store()
+        mlflow.set_tracking_uri(uri)
+        try:
+            status = mlflow.MlflowClient().get_run(run_id).info.status
+        except mlflow.exceptions.MlflowException:
+            print(f"catdog: warning: MLflow run {run_id} is not in {uri}; not logging to MLflow", file=sys.stderr)
+            return None, None
+        return mlflow.start_run(run_id=run_id), status
+    start, commit = opening["start"], _git_commit()
+    tags = {"model": start["model"], "git_commit": commit, "mlflow.source.git.commit": commit,
+            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+            "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
+    if start["sweep"]:
+        tags["sweep"] = start["sweep"]
+    run = mlflow.start_run(experiment_id=_experiment_id(mlflow), run_name=start["run_name"], tags=tags)
+    try:
+        mlflow.log_params(start["params"])
+        write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    return run, None
+
+
+_abandoned = []  # set by ABANDON: the stage failed or was stopped; skip the queued calls and end the run
+
+
+def _serve(stream) -> None:
+    """Open the run the first message asks for, make each call that follows, and end the run with the status of
+    the last message; a stage that dies without one (killed outright) leaves it FAILED."""
+    import mlflow  # first: the seconds this takes are the ones the stage saves
+
+    try:
+        opening = pickle.load(stream)
+    except (EOFError, pickle.UnpicklingError):  # the stage stopped before it opened a run
+        return
+    run, keep_status = _open(mlflow, opening)
+    if run is not None and "start" in opening:
+        # A training run ends with log_model, which imports mlflow.pyfunc and pandas (0.6 s): now, while the model
+        # trains, not at the end, when the stage waits for this process. In this thread, after the run exists: an
+        # import racing the main thread's in a second thread once left the run unopened.
+        from catdog.tracking import mlflow_model  # noqa: F401
+    status = "FAILED"
+    try:
+        while True:
+            try:
+                name, args, kwargs = pickle.load(stream)
+            except (EOFError, pickle.UnpicklingError):  # the stage died, maybe mid-message
+                break
+            if name == "end":
+                status = args[0]
+                break
+            if run is None or _abandoned:
+                continue
+            if name == "log_model":
+                from catdog.tracking import mlflow_model
+
+                checkpoint, example = args
+                mlflow_model.log(checkpoint, mlflow_model.example_image(example))
+            else:
+                getattr(mlflow, name)(*args, **kwargs)
+    finally:
+        if run is not None:
+            mlflow.end_run(keep_status or status)
+
+
+if __name__ == "__main__":
+    # Logging can wait, training cannot: on a busy CPU the stage's threads go first (measured: a 10-epoch logistic
+    # fit took 1.8 s beside a helper of equal priority, 0.9 s beside this one), and the stage waits at the end.
+    os.nice(10)
+    # Ctrl-C in a terminal reaches the whole process group: the stage decides how its run ends, and says so.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(ABANDON, lambda signum, frame: _abandoned.append(signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABANDON})
+    try:
+        _serve(sys.stdin.buffer)
+        gc.freeze()  # the interpreter's last garbage collections would walk all of MLflow's objects: ~0.7 s, waited on
+    except Exception as error:  # MlflowException, OSError, sqlite errors: one line, the stage reports the rest
+        sys.exit(f"catdog: error: MLflow: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
