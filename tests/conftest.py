@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -121,6 +122,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_for_http(server: subprocess.Popen, url: str, log: Path, seconds: float) -> None:
+    """Return once `url` answers 200; fail with the end of the server's log if it exits or does not answer within
+    `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"`{' '.join(map(str, server.args))}` exited with {server.returncode}:\n"
+                        f"{log.read_text()[-5000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"no answer on {url} within {seconds} s:\n{log.read_text()[-5000:]}")
+        time.sleep(0.5)
 
 
 def stop_process_group(server: subprocess.Popen) -> None:

@@ -16,14 +16,13 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import ROOT, free_port, pipeline_env, stop_process_group
+from conftest import ROOT, free_port, pipeline_env, stop_process_group, wait_for_http
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed: it is in the test extra, run `bash setup.sh`")
@@ -182,20 +181,7 @@ def mlflow_ui(store):
                                   start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_DEADLINE
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"`{' '.join(command)}` exited with {server.returncode}:\n{log.read_text()[-5000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"`mlflow ui` did not answer on {base} within {SERVER_DEADLINE} s:\n"
-                            f"{log.read_text()[-5000:]}")
-            time.sleep(0.5)
+        wait_for_http(server, f"{base}/health", log, SERVER_DEADLINE)
         yield base
     finally:
         stop_process_group(server)

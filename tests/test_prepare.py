@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from catdog import CatdogError
+from catdog.data import prepared
 from catdog.data.decode import load_rgb
 from catdog.data.images import discover
 from catdog.data.prepared import load_boxes, load_manifest, load_split, prepare, report, split_indices
@@ -54,7 +55,8 @@ def test_prepare_an_image_folder_layout(image_folder, tmp_path):
     assert load_manifest(tmp_path / "prepared") == manifest
 
 
-def test_a_size_prepare_did_not_cache_is_decoded_on_first_use_as_prepare_would_have(image_folder, tmp_path):
+def test_a_size_prepare_did_not_cache_is_decoded_on_first_use_as_prepare_would_have(image_folder, tmp_path,
+                                                                                    monkeypatch):
     files, labels, classes = discover(image_folder)
     common = dict(val_fraction=0.2, test_fraction=0.2, seed=0, workers=2)
     prepare(files, labels, classes, image_folder, sizes=[16], out_dir=tmp_path / "one", **common)
@@ -71,6 +73,13 @@ def test_a_size_prepare_did_not_cache_is_decoded_on_first_use_as_prepare_would_h
     image_folder.rename(moved)
     assert np.array_equal(load_split("test", 24, tmp_path / "one")[0], load_split("test", 24, tmp_path / "both")[0])
     moved.rename(image_folder)
+
+    # Decoding code (or Pillow) that changed makes the cached pixels stale: they are decoded again, beside the old.
+    with monkeypatch.context() as patch:
+        patch.setattr(prepared, "decoder_key", lambda: "another decoder")
+        assert np.array_equal(load_split("test", 24, tmp_path / "one")[0],
+                              load_split("test", 24, tmp_path / "both")[0])
+    assert len(list((tmp_path / "other-sizes").glob("24-*"))) == 2
 
     # Another size from a folder whose image changed since prepare: one line, nothing half-written.
     changed = image_folder / load_manifest(tmp_path / "one")["splits"]["val"]["files"][0]

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from catdog import CatdogError
 from catdog.analysis.experiments import Experiment, finished
-from conftest import copy_repo, free_port, pipeline_env, run, stop_process_group
+from conftest import copy_repo, free_port, pipeline_env, run, stop_process_group, wait_for_http
 
 pytestmark = pytest.mark.slow  # two DVC experiments, a model server: about 2-3 minutes on 2 cores
 SERVER_DEADLINE = 240  # s for `mlflow models serve` to answer /ping (it imports MLflow, then loads the model)
@@ -146,17 +146,7 @@ def test_the_champion_served_over_http_answers_as_catdog_predict(repo):
                                   start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_DEADLINE
-        while True:
-            assert server.poll() is None, f"{' '.join(command)} exited:\n{log.read_text()[-4000:]}"
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no answer on {base}/ping:\n{log.read_text()[-4000:]}"
-            time.sleep(0.5)
+        wait_for_http(server, f"{base}/ping", log, SERVER_DEADLINE)
 
         encoded = [base64.b64encode((repo["path"] / f).read_bytes()).decode() for f in IMAGES]
         expected = predict_json(repo, "--model", "models:/catdog@champion")

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from glob import glob
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, copy_repo, free_port, pipeline_env, stop_process_group, write_image
+from conftest import TINY, copy_repo, free_port, pipeline_env, stop_process_group, wait_for_http, write_image
 
 pytestmark = pytest.mark.slow  # PostgreSQL, a server and two experiments: about 2-3 minutes on 2 cores
 DEADLINE = 180  # s for PostgreSQL or the MLflow server to answer
@@ -80,17 +79,7 @@ def tracking_server(postgres, tmp_path_factory):
                                   start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            assert server.poll() is None, (folder / "server.log").read_text()[-4000:]
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (folder / "server.log").read_text()[-4000:]
-            time.sleep(0.5)
+        wait_for_http(server, f"{base}/health", folder / "server.log", DEADLINE)
         yield base, artifacts
     finally:
         stop_process_group(server)
