@@ -20,4 +20,10 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"  # the stages' `python` is the venv's
 dvc repro
 dvc metrics show
-echo "Done. Compare runs with: source .venv/bin/activate && mlflow ui --host 127.0.0.1 --port 5000"
+cat <<'EOF'
+Done. Next (README.md, "The next ten minutes"):
+  source .venv/bin/activate                 # the stages and `catdog` are the venv's
+  dvc exp run -S model=cnn                  # another model
+  dvc exp show                              # every experiment side by side
+  catdog ui                                 # the MLflow UI on 127.0.0.1:5000, opened on the comparison
+EOF

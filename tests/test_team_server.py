@@ -1,6 +1,6 @@
 """A team's tracking server, for real: PostgreSQL (Debian's `postgresql`) as MLflow's backend store, `mlflow
 server` serving the artifacts itself, two queued DVC experiments run at once against it, and the champion
-registered and loaded through it. The commands are the README's ("A team's tracking server and storage")."""
+registered and loaded through it. The commands are docs/scaling-out.md's ("A team's tracking server and storage")."""
 
 import json
 import os

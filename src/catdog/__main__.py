@@ -20,7 +20,7 @@ COMMANDS = ("predict", "explain", "leaderboard", "best", "register", "ui", "expo
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+        entrypoint.run(lambda: print(__doc__))  # `catdog --help | head`: a closed pipe is not an error
         return
     if not argv or argv[0] not in COMMANDS:
         sys.exit(f"usage: catdog {{{','.join(COMMANDS)}}} ...  (catdog <command> --help for its options)")
