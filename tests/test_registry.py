@@ -24,10 +24,12 @@ IMAGES = ["data/synthetic/cat/cat.00000.jpg", "data/synthetic/dog/dog.00001.jpg"
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """Two finished experiments (logistic, cnn) and the champion registered among them."""
+    """Two trained experiments (logistic, cnn), a third with nothing changed since logi (DVC skips every stage, so
+    it has no MLflow run of its own), and the champion registered among them."""
     repo = copy_repo(tmp_path_factory.mktemp("registry"))
     catdog = [sys.executable, "-m", "catdog"]
     run(["dvc", "exp", "run", "-n", "logi"], repo)
+    run(["dvc", "exp", "run", "-n", "same"], repo)
     run(["dvc", "exp", "run", "-n", "conv", "-S", "model=cnn"], repo)
     registered = run([*catdog, "register"], repo)
     return {"path": repo, "uri": f"sqlite:///{repo / 'mlflow.db'}", "catdog": catdog, "out": registered.stdout}
@@ -71,7 +73,7 @@ def test_the_champion_is_chosen_by_validation_accuracy_and_tagged(repo, monkeypa
     monkeypatch.setenv("DVC_ROOT", str(repo["path"]))
     monkeypatch.setenv("PATH", pipeline_env()["PATH"])  # the venv's dvc
     done = {e.name: e for e in finished(all_commits=True)[0]}
-    assert sorted(done) == ["conv", "logi"]
+    assert sorted(done) == ["conv", "logi", "same"]
     # By hand what registry must do: validation accuracy, then the lower validation loss; test plays no part.
     expected = min(done.values(), key=lambda e: (-e.train["best_val_accuracy"], e.train["best_val_loss"], e.name))
     client = MlflowClient(repo["uri"])
@@ -79,7 +81,7 @@ def test_the_champion_is_chosen_by_validation_accuracy_and_tagged(repo, monkeypa
     assert version.tags["dvc_exp_name"] == expected.name
     assert float(version.tags["test_accuracy"]) == expected.test["accuracy"]
     assert version.tags["git_commit"] == run(["git", "rev-parse", "HEAD"], repo["path"]).stdout.strip()
-    assert client.get_run(version.run_id).info.run_name == expected.name
+    assert client.get_run(version.run_id).info.run_name == ("logi" if expected.name == "same" else expected.name)
     assert f"registered catdog version {version.version}: DVC experiment {expected.name}" in repo["out"]
 
 
@@ -123,6 +125,38 @@ def test_a_run_without_an_mlflow_model_is_refused_and_nothing_registered(repo, m
                                           "before catdog logged one"):
         model_registry.register(experiment)
     assert len(client.search_model_versions("name = 'catdog'")) == versions
+
+
+def test_an_experiment_whose_stages_dvc_skipped_registers_the_run_that_trained_its_model(repo):
+    result = run([*repo["catdog"], "register", "--match", "^same$", "--alias", "skipped"], repo["path"])
+    client = MlflowClient(repo["uri"])
+    version = client.get_model_version_by_alias("catdog", "skipped")
+    trained = client.get_run(version.run_id)
+    assert version.tags["dvc_exp_name"] == "same" and "DVC experiment same" in result.stdout
+    assert trained.info.run_name == "logi" and trained.data.tags["dvc_exp_name"] == "logi"  # its own tag kept
+
+
+def test_an_unknown_run_and_a_store_without_it_are_one_line_each(repo, monkeypatch, tmp_path):
+    from catdog.tracking import model_registry
+
+    monkeypatch.setenv("DVC_ROOT", str(repo["path"]))
+    monkeypatch.setenv("PATH", pipeline_env()["PATH"])
+    same = next(e for e in finished(all_commits=True)[0] if e.name == "same")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", repo["uri"])
+    # No models/run.json at that revision and no run tagged with its name: the run id is unknown.
+    unknown = Experiment("never-trained", "0" * 40, {"model": "logistic"}, {}, {"accuracy": 0.5},
+                         {"best_val_accuracy": 0.99}, "abc")
+    with pytest.raises(CatdogError, match=r"^the MLflow run of DVC experiment never-trained is unknown: no "
+                                          r"models/run.json at its revision 0000000 .*`dvc exp pull"):
+        model_registry.register(unknown)
+    # Its run.json names a run that another store lacks.
+    empty = f"sqlite:///{tmp_path / 'other.db'}"
+    MlflowClient(empty).create_experiment("catdog")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty)
+    with pytest.raises(CatdogError, match=r"^MLflow run [0-9a-f]{32}, which trained DVC experiment same \(its "
+                                          r"models/run.json\), is not in sqlite:///.*other.db: set "
+                                          r"MLFLOW_TRACKING_URI to the store it logged to$"):
+        model_registry.register(same)
 
 
 def post(url: str, payload: bytes) -> tuple[int, dict]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from catdog import CatdogError
 from catdog.config import flat
-from catdog.paths import HISTORY_FILE, TEST_METRICS, TRAIN_METRICS, repo_root
+from catdog.paths import HISTORY_FILE, RUN_FILE, TEST_METRICS, TRAIN_METRICS, repo_root
 
 
 @dataclass
@@ -88,3 +88,16 @@ def history(experiment: Experiment) -> list[dict]:
     if result.returncode != 0:
         return []
     return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(result.stdout))]
+
+
+def trained_by(experiment: Experiment) -> str | None:
+    """The id of the MLflow run that trained the experiment's model, from its models/run.json at its revision
+    (DVC's cache holds it): the run of another experiment or commit where DVC skipped or restored `train`. None
+    where the revision, the file or its cached copy is missing (an experiment pulled without its outputs)."""
+    import dvc.api  # late: a second to import, for `catdog register` alone
+    from dvc.exceptions import DvcException
+
+    try:
+        return json.loads(dvc.api.read(RUN_FILE.as_posix(), repo=str(repo_root()), rev=experiment.rev))["run_id"]
+    except (DvcException, OSError, ValueError, KeyError, TypeError):
+        return None

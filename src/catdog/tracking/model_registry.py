@@ -1,29 +1,48 @@
 """The champion in the MLflow Model Registry: a DVC experiment's MLflow Model as a new version of a registered
 model, with an alias pointing at it (`catdog register` chooses the experiment).
 
-The experiment's MLflow run (tag dvc_exp_name) must hold an MLflow Model (every run logged since catdog logs one
-does). Its model becomes a new version of the registered model `catdog`, tagged with the DVC experiment, git commit
-and test metrics, and the alias `champion` points at it: `catdog predict --model models:/catdog@champion`,
-`mlflow models serve -m models:/catdog@champion`.
+The MLflow run that trained the experiment's model (its models/run.json, else the tag dvc_exp_name) must hold an
+MLflow Model (every run logged since catdog logs one does). Its model becomes a new version of the registered model
+`catdog`, tagged with the DVC experiment, git commit and test metrics, and the alias `champion` points at it:
+`catdog predict --model models:/catdog@champion`, `mlflow models serve -m models:/catdog@champion`.
 """
 
 from catdog import CatdogError
-from catdog.analysis.experiments import Experiment
+from catdog.analysis.experiments import Experiment, trained_by
+from catdog.paths import RUN_FILE
 from catdog.tracking.store import EXPERIMENT, client, mlflow_error
 
 REGISTERED_MODEL = "catdog"
 ALIAS = "champion"
 
 
-def training_run(mlflow_client, experiment: Experiment):
-    """The finished MLflow run that trained a DVC experiment: the newest one tagged with its name, preferring one
-    of its commit (names repeat across commits)."""
+def training_run(mlflow_client, uri: str, experiment: Experiment):
+    """The MLflow run that trained a DVC experiment's model: the one its models/run.json names (an experiment
+    whose `train` DVC skipped names a run of another experiment or commit); where that file is missing, the newest
+    finished run tagged with its name, preferring one of its commit (names repeat across commits)."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = trained_by(experiment)
+    if run_id is not None:
+        try:
+            return mlflow_client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise CatdogError(f"MLflow run {run_id}, which trained DVC experiment {experiment.name} (its "
+                              f"{RUN_FILE}), is not in {uri}: set MLFLOW_TRACKING_URI to the store it logged "
+                              "to") from None
     found = mlflow_client.get_experiment_by_name(EXPERIMENT)
     runs = [] if found is None else mlflow_client.search_runs(
         [found.experiment_id], f"tags.dvc_exp_name = '{experiment.name}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"])
     same_commit = [r for r in runs if r.data.tags.get("git_commit") == experiment.baseline_rev]
-    return (same_commit or runs or [None])[0]
+    if not runs:
+        raise CatdogError(f"the MLflow run of DVC experiment {experiment.name} is unknown: no {RUN_FILE} at its "
+                          f"revision {experiment.rev[:7]} and no finished run tagged dvc_exp_name="
+                          f"{experiment.name} in {uri}; fetch its outputs with `dvc exp pull <remote> "
+                          f"{experiment.name}`, or train it again (`dvc exp run` with its params)")
+    return (same_commit or runs)[0]
 
 
 def register(experiment: Experiment, name: str = REGISTERED_MODEL, alias: str = ALIAS):
@@ -33,10 +52,7 @@ def register(experiment: Experiment, name: str = REGISTERED_MODEL, alias: str = 
 
     mlflow_client, uri = client()
     try:
-        run = training_run(mlflow_client, experiment)
-        if run is None:
-            raise CatdogError(f"no finished MLflow run of DVC experiment {experiment.name} in {uri} (runs are "
-                              "tagged dvc_exp_name); set MLFLOW_TRACKING_URI to the store it logged to")
+        run = training_run(mlflow_client, uri, experiment)
         models = run.outputs.model_outputs if run.outputs else []
         if not models:
             raise CatdogError(f"MLflow run {run.info.run_id} ({experiment.name}) has no MLflow Model: it was "
