@@ -5,12 +5,18 @@ Importing MLflow and opening a SQLite store take about 3 s, as long as a short t
 run to a helper process (`python -m catdog.tracking.runs`), started (start_helper) before the stage imports torch:
 the two import at once, on two cores. The stage's calls go to the helper in order over a pipe and return at once, and
 the stage waits for it before it ends. A helper that fails stops the stage at its next call, with its error.
+
+The helper tries the store first, as soon as it has imported MLflow (one short request to a server: a wrong URL is
+said in seconds, not after MLflow's minutes of retries), and says "open" on a pipe of its own once the stage's run
+is open; the stage waits for that before it trains. So a store that cannot be used stops the stage before its
+first epoch, with one line naming the store, what failed and the fix, and nothing is trained for nothing.
 """
 
 import contextlib
 import gc
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -18,10 +24,11 @@ from pathlib import Path
 
 from catdog import CatdogError
 from catdog.paths import RUN_FILE, repo_root
-from catdog.tracking.store import EXPERIMENT, store
+from catdog.tracking.store import EXPERIMENT, new_sqlite_problem, one_short_try, store, store_problem, unusable
 
 ABANDON = signal.SIGUSR1  # stage -> helper: skip the calls still queued, end the run
 HELPER_TIMEOUT = 600  # seconds a finished stage waits for its helper to log what it was sent (artifacts included)
+OPEN_TIMEOUT = 300  # seconds a stage waits for its run to open: MLflow's import, the store's first request, the run
 
 
 _started = None  # the helper start_helper started, until a run takes it
@@ -33,10 +40,15 @@ def _helper_process() -> subprocess.Popen:
     # Started with ABANDON blocked (a child inherits the mask): one sent before the helper has set its handler waits
     # for it instead of killing it.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {ABANDON})
+    news, news_end = os.pipe()  # helper -> stage: "open" once the run is, or "error <one line>"
     try:
-        return subprocess.Popen([sys.executable, "-m", "catdog.tracking.runs"], stdin=subprocess.PIPE, env=env)
+        helper = subprocess.Popen([sys.executable, "-m", "catdog.tracking.runs", str(news_end)], stdin=subprocess.PIPE,
+                                  env=env, pass_fds=(news_end,))
     finally:
+        os.close(news_end)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    helper.news = os.fdopen(news, "r")
+    return helper
 
 
 def start_helper() -> None:
@@ -64,6 +76,39 @@ class Run:
         global _started
         self._helper, _started = _started or _helper_process(), None
         self._send(opening)
+        if "start" not in opening:  # evaluate and plot work while their run reopens; errors come at a later call
+            return
+        try:
+            self._wait_open()
+        except KeyboardInterrupt:  # stopped while the run opens: it ends KILLED, as once it is open
+            with contextlib.suppress(CatdogError, KeyboardInterrupt):
+                self.close("KILLED")
+            raise
+
+    def _wait_open(self) -> None:
+        """Return once the helper has opened the run; its one-line error if the store cannot be used."""
+        ready, _, _ = select.select([self._helper.news], [], [], OPEN_TIMEOUT)
+        if not ready:
+            self._helper.kill()
+            raise CatdogError(f"MLflow did not open the run within {OPEN_TIMEOUT} s in {store()[0]}: is the store "
+                              "reachable? Unset MLFLOW_TRACKING_URI to log to the repository's mlflow.db")
+        line = self._helper.news.readline()
+        if line != "open\n":
+            raise self._failure(line)
+
+    def _failure(self, read: str = "") -> CatdogError:
+        """The error the helper sent as one line before it exited (read: what of it the stage has read already), as
+        the stage's own."""
+        try:
+            self._helper.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._helper.kill()
+            self._helper.wait()
+        errors = [line for line in (read + self._helper.news.read()).splitlines() if line.startswith("error ")]
+        if errors:
+            return CatdogError(errors[-1].removeprefix("error "))
+        return CatdogError(f"MLflow logging failed (its helper process exited with {self._helper.returncode}, "
+                           "its error is above)")
 
     def _send(self, message) -> None:
         if self._helper.poll() is None:
@@ -78,8 +123,7 @@ class Run:
                 self._helper.wait()
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        raise CatdogError(f"MLflow logging failed (its helper process exited with {self._helper.returncode}, "
-                          "its error is above)")
+        raise self._failure()
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         self._send(("log_metrics", (metrics,), {"step": step}))
@@ -115,7 +159,7 @@ class Run:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if code:
-            raise CatdogError(f"MLflow logging failed (its helper process exited with {code}, its error is above)")
+            raise self._failure()
 
 
 @contextlib.contextmanager
@@ -142,7 +186,8 @@ def training_run(model_name: str, params: dict, sweep: str = ""):
 
 def resumed_run():
     """The run that trained the current model (RUN_FILE), reopened. If the store does not hold it, the helper
-    warns and logs nothing. It keeps the status it had: evaluate or plot failing does not undo the training."""
+    warns and logs nothing. It keeps the status it had: evaluate or plot failing does not undo the training. The
+    stage does not wait for it: a store that cannot be used stops it at its next call."""
     if not RUN_FILE.is_file():
         raise CatdogError(f"{RUN_FILE} is missing: train a model first (`dvc repro train`)")
     return _helped({"resume": RUN_FILE.read_text()})
@@ -150,16 +195,39 @@ def resumed_run():
 
 # ------------------------------------------------------------------------------------------- the helper process
 
-def _experiment_id(mlflow) -> str:
+def _store_lock():
+    """Parallel queued experiments (`dvc queue start -j 2`) may both find no store yet: creating the SQLite tables
+    and the experiment twice at once fails, so one process at a time does it (later writes wait on SQLite's own
+    lock, for which MLflow sets a 20 s busy timeout). A server needs none."""
     from filelock import FileLock
 
-    uri, artifact_location = store()
+    return FileLock(f"{repo_root() / 'mlflow.db'}.lock") if store()[1] else contextlib.nullcontext()
+
+
+def _try_store(mlflow) -> None:
+    """The store's first request, one short try (store.one_short_try). An SQLite store not made yet is only checked:
+    it is made when the run opens, not for a stage that fails first."""
+    uri, _ = store()
     mlflow.set_tracking_uri(uri)
-    # Parallel queued experiments (`dvc queue start -j 2`) may both find no store yet: creating the SQLite tables
-    # and the experiment twice at once fails, so one process at a time does it (later writes wait on SQLite's own
-    # lock, for which MLflow sets a 20 s busy timeout).
-    lock = FileLock(f"{repo_root() / 'mlflow.db'}.lock") if artifact_location else contextlib.nullcontext()
-    with lock:
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        problem = new_sqlite_problem(uri)
+        if problem:
+            raise CatdogError(problem)
+        return
+    try:
+        with _store_lock(), one_short_try():
+            mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT)
+    except Exception as error:
+        raise unusable(uri, error) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+
+def _experiment_id(mlflow) -> str:
+    _, artifact_location = store()
+    with _store_lock():
         client = mlflow.MlflowClient()
         experiment = client.get_experiment_by_name(EXPERIMENT)
         if experiment is not None:
@@ -216,16 +284,19 @@ def _open(mlflow, opening: dict):
 _abandoned = []  # set by ABANDON: the stage failed or was stopped; skip the queued calls and end the run
 
 
-def _serve(stream) -> None:
-    """Open the run the first message asks for, make each call that follows, and end the run with the status of
-    the last message; a stage that dies without one (killed outright) leaves it FAILED."""
+def _serve(stream, news) -> None:
+    """Try the store, open the run the first message asks for and say so on `news`, make each call that follows,
+    and end the run with the status of the last message; a stage that dies without one (killed outright) leaves it
+    FAILED."""
     import mlflow  # first: the seconds this takes are the ones the stage saves
 
+    _try_store(mlflow)  # while the stage imports torch and loads its data
     try:
         opening = pickle.load(stream)
     except (EOFError, pickle.UnpicklingError):  # the stage stopped before it opened a run
         return
     run, keep_status = _open(mlflow, opening)
+    _say(news, "open")
     if run is not None and "start" in opening:
         # A training run ends with log_model, which imports mlflow.pyfunc and pandas (0.6 s): now, while the model
         # trains, not at the end, when the stage waits for this process. In this thread, after the run exists: an
@@ -250,9 +321,23 @@ def _serve(stream) -> None:
                 mlflow_model.log(checkpoint, mlflow_model.example_image(example))
             else:
                 getattr(mlflow, name)(*args, **kwargs)
-    finally:
-        if run is not None:
-            mlflow.end_run(keep_status or status)
+    except BaseException:
+        if run is not None:  # the store failed (a server gone, say): one short try to say so, not minutes
+            with one_short_try(), contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")
+        raise
+    if run is not None:
+        mlflow.end_run(keep_status or status)
+
+
+def _say(news, line: str) -> bool:
+    """One line to the stage; False if it is gone."""
+    try:
+        news.write(f"{line}\n")
+        news.flush()
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":
@@ -264,8 +349,13 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(ABANDON, lambda signum, frame: _abandoned.append(signum))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {ABANDON})
+    news = os.fdopen(int(sys.argv[1]), "w") if len(sys.argv) > 1 else None  # the stage's pipe for "open" or errors
     try:
-        _serve(sys.stdin.buffer)
+        _serve(sys.stdin.buffer, news)
         gc.freeze()  # the interpreter's last garbage collections would walk all of MLflow's objects: ~0.7 s, waited on
-    except Exception as error:  # MlflowException, OSError, sqlite errors: one line, the stage reports the rest
-        sys.exit(f"catdog: error: MLflow: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    except Exception as error:  # MlflowException, OSError, sqlite errors: one line, which the stage reports
+        line = str(error) if isinstance(error, CatdogError) else \
+            store_problem(store()[0], error) or f"MLflow: {_first_line(error)}"
+        if not _say(news, f"error {line}"):
+            print(f"catdog: error: {line}", file=sys.stderr)
+        sys.exit(1)

@@ -4,7 +4,9 @@ The store defaults to sqlite:///mlflow.db at the repository root with artifacts 
 layout `mlflow ui` reads when started there; MLFLOW_TRACKING_URI overrides it (a team's server, say).
 """
 
+import contextlib
 import os
+import re
 from pathlib import Path
 
 from catdog import CatdogError
@@ -12,6 +14,7 @@ from catdog.paths import repo_root
 
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "catdog")
 CHECKPOINT_IN_MODEL = "artifacts/model.pt"  # where mlflow_model.log puts the checkpoint inside the MLflow Model
+PROBE_TIMEOUT_S = 5  # the first request to a tracking server: one try, answered within this or reported
 
 
 def store() -> tuple[str, str | None]:
@@ -23,12 +26,109 @@ def store() -> tuple[str, str | None]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
 
 
+@contextlib.contextmanager
+def one_short_try():
+    """MLflow's HTTP requests made once, with a PROBE_TIMEOUT_S timeout, inside the block: a server that does not
+    answer is reported in seconds, not after MLflow's minutes of retries. Its own settings again after it."""
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict(zip(names, ("0", str(PROBE_TIMEOUT_S)))))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _chosen() -> bool:
+    """Whether the user chose the store (MLflow itself exports MLFLOW_TRACKING_URI once it is set to the default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "") not in ("", f"sqlite:///{repo_root() / 'mlflow.db'}")
+
+
+def _elsewhere() -> str:
+    """How to log without the store the user chose, or how to choose one."""
+    if _chosen():
+        return "unset MLFLOW_TRACKING_URI to log to the repository's mlflow.db"
+    return "or set MLFLOW_TRACKING_URI to a store that works"
+
+
+def store_problem(uri: str, error: BaseException) -> str | None:
+    """What makes the store unusable and its fix, in one line, or None when the error says nothing about the store
+    itself (a missing run, a bad name)."""
+    text = f"{type(error).__name__}: {error}"
+    code = getattr(error, "error_code", None)
+    status = re.search(r"error code (\d{3}) != 200|too many (\d{3}) error responses", text)
+    status = next(filter(None, status.groups())) if status else None
+    chosen, elsewhere = _chosen(), _elsewhere()
+    server = f"the MLflow tracking server {uri}"
+    if "NameResolutionError" in text or "Name or service not known" in text or "Failed to resolve" in text:
+        return f"cannot reach {server} (host unknown): correct MLFLOW_TRACKING_URI; {elsewhere}"
+    if "NewConnectionError" in text or "Connection refused" in text:
+        return f"cannot reach {server} (connection refused): start it, or correct MLFLOW_TRACKING_URI; {elsewhere}"
+    if "Timeout" in text or "timed out" in text:
+        return (f"cannot reach {server} (no answer within {PROBE_TIMEOUT_S} s): check that it runs and the network "
+                f"to it; {elsewhere}")
+    if code == "UNAUTHENTICATED" or status == "401":
+        return (f"{server} refuses the request (HTTP 401, not authenticated): set MLFLOW_TRACKING_USERNAME and "
+                f"MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN; {elsewhere}")
+    if code == "PERMISSION_DENIED" or status == "403":
+        return (f"{server} refuses the request (HTTP 403, permission denied): use an account that may log runs; "
+                f"{elsewhere}")
+    if status and status.startswith("5"):
+        return f"{server} fails (HTTP {status}, a server error): see the server's log; {elsewhere}"
+    if "ConnectionError" in text or "Max retries exceeded" in text:
+        return (f"cannot reach {server} ({text.splitlines()[0][:200]}): start it, or correct MLFLOW_TRACKING_URI; "
+                f"{elsewhere}")
+    if uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:///")
+        if "file is not a database" in text:
+            fix = (f"point MLFLOW_TRACKING_URI at an MLflow store, or {elsewhere}" if chosen
+                   else f"move {path} away (a new store is made there)")
+            return f"the MLflow store {uri} is not an SQLite database: {fix}"
+        if isinstance(error, OSError) or "unable to open database file" in text or "readonly database" in text:
+            reason = (error.strerror if isinstance(error, OSError) and error.strerror else text.splitlines()[0][:200])
+            return f"the MLflow store {uri} cannot be written ({reason}): make its folder writable; {elsewhere}"
+    return None
+
+
+def unusable(uri: str, error: BaseException) -> CatdogError:
+    """The error of a store's first request as one line: what failed and the fix (store_problem), else MLflow's
+    first line and how to log elsewhere."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return CatdogError(store_problem(uri, error)
+                       or f"the MLflow store {uri} cannot be used ({type(error).__name__}: {first}); {_elsewhere()}")
+
+
+def new_sqlite_problem(uri: str) -> str | None:
+    """For an SQLite store that does not exist yet (made when the first run opens, not by a stage that fails
+    first): what keeps it from being made there, or None."""
+    path = Path(uri.removeprefix("sqlite:///"))
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK):
+        return None
+    why = "not a folder" if not existing.is_dir() else "not writable"
+    return f"the MLflow store {uri} cannot be written ({existing} is {why}): make its folder writable; {_elsewhere()}"
+
+
+def probe(mlflow_client, uri: str) -> None:
+    """One short request (one_short_try): a CatdogError naming the store, what failed and the fix, if it fails."""
+    with one_short_try():
+        try:
+            mlflow_client.get_experiment_by_name(EXPERIMENT)
+        except Exception as error:
+            raise unusable(uri, error) from None
+
+
 def client():
-    """A client of the store the pipeline logs to; one line if it is missing or unreachable."""
+    """A client of the store the pipeline logs to, which answered a first request; one line if it is missing or
+    cannot be used."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    # A server that does not answer should be said at once, not after MLflow's default minutes of retries.
+    # After the first request, a server that stops answering is said soon too, not after minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -40,7 +140,12 @@ def client():
     # store), so the process-wide store must be this one too.
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(uri, registry_uri=uri), uri
+    try:
+        mlflow_client = MlflowClient(uri, registry_uri=uri)
+    except Exception as error:  # an SQLite file that is no store fails here already
+        raise unusable(uri, error) from None
+    probe(mlflow_client, uri)
+    return mlflow_client, uri
 
 
 def mlflow_error(error: Exception, uri: str, what: str) -> CatdogError:
@@ -49,10 +154,7 @@ def mlflow_error(error: Exception, uri: str, what: str) -> CatdogError:
 
     message = error.message if isinstance(error, MlflowException) else str(error)
     first = (message.strip().splitlines() or [type(error).__name__])[0][:300]
-    if not isinstance(error, MlflowException) or "Max retries exceeded" in message or "onnection" in message:
-        return CatdogError(f"cannot reach the MLflow tracking server {uri} ({first}); start it, or point "
-                           "MLFLOW_TRACKING_URI at one that runs (unset it for the repository's mlflow.db)")
-    return CatdogError(f"{what}: {first}")
+    return CatdogError(store_problem(uri, error) or f"{what}: {first}")
 
 
 def download_checkpoint(model_uri: str, dest: str) -> Path:
