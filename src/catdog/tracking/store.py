@@ -18,12 +18,13 @@ PROBE_TIMEOUT_S = 5  # the first request to a tracking server: one try, answered
 
 
 def store() -> tuple[str, str | None]:
-    """(tracking URI, artifact location for a new experiment): the user's MLFLOW_TRACKING_URI, else the repo's."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri, None  # the server or store decides where artifacts go
+    """(tracking URI, artifact location for a new experiment): the user's MLFLOW_TRACKING_URI, else the repo's.
+    MLflow exports MLFLOW_TRACKING_URI once a process sets it: the repository's URI there is still the repository's
+    store, with its artifact location (and, in tracking.runs, its lock file)."""
     root = repo_root()
-    return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
+    default = f"sqlite:///{root / 'mlflow.db'}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default
+    return uri, (root / "mlartifacts").as_uri() if uri == default else None  # else the server or store decides
 
 
 @contextlib.contextmanager
@@ -44,8 +45,8 @@ def one_short_try():
 
 
 def _chosen() -> bool:
-    """Whether the user chose the store (MLflow itself exports MLFLOW_TRACKING_URI once it is set to the default)."""
-    return os.environ.get("MLFLOW_TRACKING_URI", "") not in ("", f"sqlite:///{repo_root() / 'mlflow.db'}")
+    """Whether the user chose the store rather than the repository's."""
+    return store()[1] is None
 
 
 def _elsewhere() -> str:
