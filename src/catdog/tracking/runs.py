@@ -24,7 +24,15 @@ from pathlib import Path
 
 from catdog import CatdogError
 from catdog.paths import RUN_FILE, repo_root
-from catdog.tracking.store import EXPERIMENT, new_sqlite_problem, one_short_try, store, store_problem, unusable
+from catdog.tracking.store import (
+    EXPERIMENT,
+    first_line,
+    new_sqlite_problem,
+    one_short_try,
+    store,
+    store_problem,
+    unusable,
+)
 
 ABANDON = signal.SIGUSR1  # stage -> helper: skip the calls still queued, end the run
 HELPER_TIMEOUT = 600  # seconds a finished stage waits for its helper to log what it was sent (artifacts included)
@@ -107,8 +115,7 @@ class Run:
         errors = [line for line in (read + self._helper.news.read()).splitlines() if line.startswith("error ")]
         if errors:
             return CatdogError(errors[-1].removeprefix("error "))
-        return CatdogError(f"MLflow logging failed (its helper process exited with {self._helper.returncode}, "
-                           "its error is above)")
+        return CatdogError(f"MLflow logging failed: its helper process exited with {self._helper.returncode}")
 
     def _send(self, message) -> None:
         if self._helper.poll() is None:
@@ -221,10 +228,6 @@ def _try_store(mlflow) -> None:
         raise unusable(uri, error) from None
 
 
-def _first_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-
-
 def _experiment_id(mlflow) -> str:
     _, artifact_location = store()
     with _store_lock():
@@ -256,9 +259,7 @@ def _open(mlflow, opening: dict):
     from catdog.files import write_json
 
     if "resume" in opening:
-        run_id = json.loads(opening["resume"])["run_id"]
-        uri, _ = store()
-        mlflow.set_tracking_uri(uri)
+        run_id, uri = json.loads(opening["resume"])["run_id"], store()[0]  # _try_store set it as MLflow's
         try:
             status = mlflow.MlflowClient().get_run(run_id).info.status
         except mlflow.exceptions.MlflowException:
@@ -355,7 +356,7 @@ if __name__ == "__main__":
         gc.freeze()  # the interpreter's last garbage collections would walk all of MLflow's objects: ~0.7 s, waited on
     except Exception as error:  # MlflowException, OSError, sqlite errors: one line, which the stage reports
         line = str(error) if isinstance(error, CatdogError) else \
-            store_problem(store()[0], error) or f"MLflow: {_first_line(error)}"
+            store_problem(store()[0], error) or f"MLflow: {first_line(error)}"
         if not _say(news, f"error {line}"):
             print(f"catdog: error: {line}", file=sys.stderr)
         sys.exit(1)

@@ -95,12 +95,16 @@ def store_problem(uri: str, error: BaseException) -> str | None:
     return None
 
 
+def first_line(error: BaseException) -> str:
+    """The error as "Type: the first line of its message", at most 200 characters of the message."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+
+
 def unusable(uri: str, error: BaseException) -> CatdogError:
     """The error of a store's first request as one line: what failed and the fix (store_problem), else MLflow's
     first line and how to log elsewhere."""
-    first = (str(error).strip().splitlines() or [""])[0][:200]
     return CatdogError(store_problem(uri, error)
-                       or f"the MLflow store {uri} cannot be used ({type(error).__name__}: {first}); {_elsewhere()}")
+                       or f"the MLflow store {uri} cannot be used ({first_line(error)}); {_elsewhere()}")
 
 
 def new_sqlite_problem(uri: str) -> str | None:
