@@ -29,6 +29,7 @@ from catdog.tracking.store import (
     first_line,
     new_sqlite_problem,
     one_short_try,
+    probe,
     store,
     store_problem,
     unusable,
@@ -221,11 +222,12 @@ def _try_store(mlflow) -> None:
         if problem:
             raise CatdogError(problem)
         return
-    try:
-        with _store_lock(), one_short_try():
-            mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT)
-    except Exception as error:
-        raise unusable(uri, error) from None
+    with _store_lock():
+        try:
+            mlflow_client = mlflow.MlflowClient()
+        except Exception as error:
+            raise unusable(uri, error) from None
+        probe(mlflow_client, uri)
 
 
 def _experiment_id(mlflow) -> str:
