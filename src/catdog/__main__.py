@@ -5,6 +5,7 @@
     catdog leaderboard                 every experiment's test accuracy as a Markdown table + overlaid curves
     catdog best --sweep NAME           the grid point with the best validation accuracy, and its test accuracy
     catdog register [--sweep NAME]     that experiment's MLflow Model as version N of `catdog`, alias champion
+    catdog tune --model NAME           a Bayesian search, each trial a DVC experiment and an MLflow child run
     catdog ui                          the MLflow UI on the runs table, the compared metrics shown
     catdog export --format onnx        the trained model as models/model.onnx, checked in ONNX Runtime
 """
@@ -14,7 +15,8 @@ import sys
 
 from catdog import entrypoint
 
-COMMANDS = ("predict", "explain", "leaderboard", "best", "register", "ui", "export")  # each catdog.commands.<verb>
+# each catdog.commands.<verb>
+COMMANDS = ("predict", "explain", "leaderboard", "best", "register", "tune", "ui", "export")
 
 
 def main(argv=None) -> None:

@@ -49,6 +49,11 @@ def model_config(params: dict) -> tuple[str, dict]:
         raise CatdogError(f"models.{name}.optimizer={cfg['optimizer']!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
     if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
         raise CatdogError(f"models.{name}.lr={cfg['lr']!r} must be a positive number")
+    decay = cfg.get("weight_decay", 0.0)
+    if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay >= 0):
+        raise CatdogError(f"models.{name}.weight_decay={decay!r} must be a number >= 0 (0: no weight decay)")
+    if decay and cfg["arch"] == "numpy":
+        raise CatdogError(f"models.{name} (arch numpy) has no weight decay: remove models.{name}.weight_decay")
     if not (isinstance(cfg["epochs"], int) and cfg["epochs"] > 0):
         raise CatdogError(f"models.{name}.epochs={cfg['epochs']!r} must be a positive integer")
     if not ((isinstance(cfg["batch_size"], int) and cfg["batch_size"] > 0) or cfg["batch_size"] == "full"):

@@ -34,6 +34,7 @@ from catdog.models.architectures import build_model  # noqa: E402
 from catdog.paths import HISTORY_FILE, MODEL_FILE, TRAIN_METRICS  # noqa: E402
 from catdog.training import distributed  # noqa: E402
 from catdog.training.loop import fit, seed_everything  # noqa: E402
+from catdog.tuning import trial as tune_trial  # noqa: E402
 
 
 def main() -> None:
@@ -64,10 +65,18 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
                        "inference": inference,
                        **flat(cfg), **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
                        "processes": distributed.size()}
-    with runs.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or "")) as run:
+    trial = tune_trial.current()  # a trial of `catdog tune`: report each epoch, stop when pruned
+    report_epoch = tune_trial.Reporter(trial) if trial else None
+    with runs.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or ""),
+                           trial=trial) as run:
         start = time.perf_counter()
-        log_epoch = lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])  # noqa: E731
-        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=log_epoch, precision=precision,
+
+        def on_epoch(row: dict) -> None:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            if report_epoch:
+                report_epoch(row["epoch"], row["val_accuracy"])
+
+        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=on_epoch, precision=precision,
                       inference=inference)
         seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],

@@ -23,14 +23,15 @@ import sys
 from pathlib import Path
 
 from catdog import CatdogError
-from catdog.paths import RUN_FILE, repo_root
+from catdog.paths import RUN_FILE
 from catdog.tracking.store import (
-    EXPERIMENT,
+    experiment_id,
     first_line,
     new_sqlite_problem,
     one_short_try,
     probe,
     store,
+    store_lock,
     store_problem,
     unusable,
 )
@@ -146,14 +147,14 @@ class Run:
         """The checkpoint as the run's MLflow Model (tracking.mlflow_model); example: one (3, s, s) uint8 image."""
         self._send(("log_model", (str(checkpoint), example), {}))
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, tags: dict | None = None) -> None:
         """End the run as status (FINISHED, FAILED, KILLED) once the helper has logged everything before; a run
         that failed or was stopped skips what the helper has not logged yet. A slow store can leave hundreds of
         calls queued, and a stage that is being stopped has seconds (torchrun kills it 30 s after SIGTERM): its
         status must land first."""
         if status != "FINISHED" and self._helper.poll() is None:
             self._helper.send_signal(ABANDON)
-        self._send(("end", (status,), {}))
+        self._send(("end", (status,), {"tags": tags or {}}))
         self._helper.stdin.close()
         # Ctrl-C or SIGTERM waits until the helper has written the status: a stage ending on an error and then told
         # to stop (torchrun stops the other processes when one fails) would otherwise exit with its run RUNNING,
@@ -178,17 +179,20 @@ def _helped(opening: dict):
     try:
         yield run
     except BaseException as error:
+        # An error may say how its run ends (a pruned trial: KILLED, tagged); Ctrl-C and SIGTERM: KILLED.
+        status = getattr(error, "run_status", "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         # The stage's own error is the one to report, also when a signal held back during close arrives.
         with contextlib.suppress(CatdogError, KeyboardInterrupt):
-            run.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            run.close(status, getattr(error, "run_tags", None))
         raise
     run.close("FINISHED")
 
 
-def training_run(model_name: str, params: dict, sweep: str = ""):
+def training_run(model_name: str, params: dict, sweep: str = "", trial: dict | None = None):
     """A new run tagged with the model, the git commit, the DVC experiment and the sweep (train.sweep, so that
-    the MLflow UI filters a grid search with `tags.sweep = '...'`), with params logged; its id goes to RUN_FILE."""
-    return _helped({"start": {"model": model_name, "params": params, "sweep": sweep,
+    the MLflow UI filters a grid search with `tags.sweep = '...'`), with params logged; its id goes to RUN_FILE.
+    trial: a `catdog tune` trial (tuning.trial.current()), whose run is a child of its study's run."""
+    return _helped({"start": {"model": model_name, "params": params, "sweep": sweep, "trial": trial,
                               "run_name": os.environ.get("DVC_EXP_NAME", "") or model_name}})
 
 
@@ -203,15 +207,6 @@ def resumed_run():
 
 # ------------------------------------------------------------------------------------------- the helper process
 
-def _store_lock():
-    """Parallel queued experiments (`dvc queue start -j 2`) may both find no store yet: creating the SQLite tables
-    and the experiment twice at once fails, so one process at a time does it (later writes wait on SQLite's own
-    lock, for which MLflow sets a 20 s busy timeout). A server needs none."""
-    from filelock import FileLock
-
-    return FileLock(f"{repo_root() / 'mlflow.db'}.lock") if store()[1] else contextlib.nullcontext()
-
-
 def _try_store(mlflow) -> None:
     """The store's first request, one short try (store.one_short_try). An SQLite store not made yet is only checked:
     it is made when the run opens, not for a stage that fails first."""
@@ -222,31 +217,12 @@ def _try_store(mlflow) -> None:
         if problem:
             raise CatdogError(problem)
         return
-    with _store_lock():
+    with store_lock():
         try:
             mlflow_client = mlflow.MlflowClient()
         except Exception as error:
             raise unusable(uri, error) from None
         probe(mlflow_client, uri)
-
-
-def _experiment_id(mlflow) -> str:
-    _, artifact_location = store()
-    with _store_lock():
-        client = mlflow.MlflowClient()
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        if experiment is not None:
-            return experiment.experiment_id
-        # MLflow 3's experiment kind: model training, not GenAI (the 3.17 UI may still open on its GenAI view,
-        # README says where to click).
-        try:
-            return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
-                                            tags={"mlflow.experimentKind": "custom_model_development"})
-        except mlflow.exceptions.MlflowException as error:
-            # Two queued experiments on one tracking server (no file lock between machines): the other one made it.
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
 def _git_commit() -> str:
@@ -274,7 +250,12 @@ def _open(mlflow, opening: dict):
             "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
     if start["sweep"]:
         tags["sweep"] = start["sweep"]
-    run = mlflow.start_run(experiment_id=_experiment_id(mlflow), run_name=start["run_name"], tags=tags)
+    trial = start.get("trial")
+    if trial:  # nested under the study's run in the runs table
+        tags.update({"optuna_study": trial["study"], "optuna_trial": str(trial["number"])})
+        if trial.get("parent_run_id"):
+            tags["mlflow.parentRunId"] = trial["parent_run_id"]
+    run = mlflow.start_run(experiment_id=experiment_id(mlflow.MlflowClient()), run_name=start["run_name"], tags=tags)
     try:
         mlflow.log_params(start["params"])
         write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
@@ -314,6 +295,8 @@ def _serve(stream, news) -> None:
                 break
             if name == "end":
                 status = args[0]
+                if run is not None and kwargs.get("tags"):
+                    mlflow.set_tags(kwargs["tags"])
                 break
             if run is None or _abandoned:
                 continue

@@ -127,9 +127,9 @@ def probe(mlflow_client, uri: str) -> None:
             raise unusable(uri, error) from None
 
 
-def client():
+def client(create: bool = False):
     """A client of the store the pipeline logs to, which answered a first request; one line if it is missing or
-    cannot be used."""
+    cannot be used. create: an SQLite store not made yet is made (for a command that logs, not one that reads)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -138,7 +138,11 @@ def client():
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri, _ = store()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file() and create:
+        problem = new_sqlite_problem(uri)
+        if problem:
+            raise CatdogError(problem)
+    elif uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # MLflow would create an empty store there and then find nothing in it
         raise CatdogError(f"no MLflow store at {uri}: run from the repository root, or set MLFLOW_TRACKING_URI")
     # Parts of MLflow ignore a passed tracking_uri (runs:/ID/model looks the logged model up in the process-wide
@@ -178,3 +182,33 @@ def download_checkpoint(model_uri: str, dest: str) -> Path:
     if not checkpoint.is_file():
         raise CatdogError(f"{model_uri} is not a catdog MLflow Model (no {CHECKPOINT_IN_MODEL} in it)")
     return checkpoint
+
+
+def store_lock():
+    """Parallel queued experiments (`dvc queue start -j 2`) may both find no store yet: creating the SQLite tables
+    and the experiment twice at once fails, so one process at a time does it (later writes wait on SQLite's own
+    lock, for which MLflow sets a 20 s busy timeout). A server needs none."""
+    from filelock import FileLock
+
+    return FileLock(f"{repo_root() / 'mlflow.db'}.lock") if store()[1] else contextlib.nullcontext()
+
+
+def experiment_id(client) -> str:
+    """The id of the pipeline's MLflow experiment (EXPERIMENT), made with the store's artifact location if new."""
+    from mlflow.exceptions import MlflowException
+
+    _, artifact_location = store()
+    with store_lock():
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
+        # MLflow 3's experiment kind: model training, not GenAI (the 3.17 UI may still open on its GenAI view,
+        # README says where to click).
+        try:
+            return client.create_experiment(EXPERIMENT, artifact_location=artifact_location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
+        except MlflowException as error:
+            # Two queued experiments on one tracking server (no file lock between machines): the other one made it.
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(EXPERIMENT).experiment_id

@@ -52,10 +52,12 @@ def augment(batch: torch.Tensor, generator: torch.Generator, crop_scale=(0.6, 1.
 
 
 def make_optimizer(model: nn.Module, cfg: dict, device) -> torch.optim.Optimizer:
-    """cfg's optimizer over the model's trainable parameters, as one fused kernel where FUSED has it."""
+    """cfg's optimizer over the model's trainable parameters (weight_decay: its L2 penalty), as one fused kernel
+    where FUSED has it."""
     fused = {"fused": True} if torch.device(device).type in FUSED.get(cfg["optimizer"], ()) else {}
     optimizer = getattr(torch.optim, OPTIMIZERS[cfg["optimizer"]])
-    return optimizer([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], **fused)
+    return optimizer([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"],
+                     weight_decay=cfg.get("weight_decay", 0.0), **fused)
 
 
 def losses(outputs: torch.Tensor, y: torch.Tensor, brightness: torch.Tensor, cfg: dict) -> dict:
