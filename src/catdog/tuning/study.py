@@ -159,7 +159,7 @@ def fail_dead_trials(study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker", "")
         parts = worker.split("/")
-        if len(parts) == 3 and parts[:2] == [host, boot] and not _alive(int(parts[2])):
+        if len(parts) == 3 and parts[:2] == [host, boot] and not alive(int(parts[2])):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
@@ -168,12 +168,13 @@ def fail_dead_trials(study) -> list[int]:
     return sorted(set(failed))
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process pid runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # another user's process
         return True
     return True
 

@@ -10,8 +10,9 @@ import json
 import os
 
 from catdog import CatdogError
+from catdog.tuning.study import alive, open_storage, pruner
 
-TRIAL_ENV = "CATDOG_TUNE_TRIAL"  # {"storage", "study", "trial_id", "number", "parent_run_id", "tune"}
+TRIAL_ENV = "CATDOG_TUNE_TRIAL"  # {"storage", "study", "trial_id", "number", "parent_run_id", "tune", "worker_pid"}
 
 
 class Pruned(CatdogError):
@@ -36,14 +37,15 @@ class Reporter:
     def __init__(self, info: dict):
         import optuna
 
-        from catdog.tuning.study import open_storage, pruner
-
         self.info = info
         storage = open_storage(info["storage"], heartbeat=False)
         study = optuna.load_study(study_name=info["study"], storage=storage, pruner=pruner(info["tune"]))
         self.trial = optuna.trial.Trial(study, info["trial_id"])
 
     def __call__(self, epoch: int, val_accuracy: float) -> None:
+        if not alive(self.info["worker_pid"]):  # killed outright: the next `catdog tune` marks this trial FAIL
+            raise CatdogError(f"the `catdog tune` worker of trial {self.info['number']} is gone; run it again to go "
+                              "on with the study")
         try:
             self.trial.report(val_accuracy, epoch)
             prune = self.trial.should_prune()

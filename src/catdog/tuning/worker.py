@@ -117,7 +117,7 @@ class Worker:
         command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", name, "-S", f"model={self.model}",
                    "-S", f"train.sweep={self.study_name}", *[a for o in overrides for a in ("-S", o)]]
         info = {"storage": self.url, "study": self.study_name, "trial_id": trial._trial_id, "number": number,
-                "parent_run_id": self.parent.run_id, "tune": self.tune}
+                "parent_run_id": self.parent.run_id, "tune": self.tune, "worker_pid": os.getpid()}
         start = time.monotonic()
         self.heartbeat.add(trial._trial_id)
         try:
@@ -210,9 +210,10 @@ class Worker:
               f"failed (not counted), {count['RUNNING']} running, of {self.n_trials}")
         if count["COMPLETE"]:
             best = self.study.best_value
-            tied = [f"{self.study_name}-{t.number}" for t in trials if t.state == TrialState.COMPLETE and t.value == best]
+            tied = [f"{self.study_name}-{t.number}" for t in trials
+                    if t.state == TrialState.COMPLETE and t.value == best]
             print(f"best val accuracy so far: {best:.4f} ({', '.join(tied)})\n"
-                  f"  catdog best --sweep {self.study_name}   # the winner (ties: lower val loss) and its test accuracy")
+                  f"  catdog best --sweep {self.study_name}   # the winner (ties: lower val loss), its test accuracy")
 
 
 def check_space(params: dict, model: str, space) -> None:
@@ -240,12 +241,14 @@ def check_repository(root: Path) -> None:
 
 
 def _forget_failed_run(root: Path, name: str) -> None:
-    """DVC keeps a record of a failed `dvc exp run --temp` in .dvc/tmp/exps/run: a pruned or stopped trial leaves
-    none."""
-    for record in (root / ".dvc" / "tmp" / "exps" / "run").glob("*.run"):
+    """DVC keeps a record of a failed `dvc exp run --temp` in .dvc/tmp/exps/run/<id>/: a pruned or stopped trial
+    leaves none."""
+    import shutil
+
+    for record in (root / ".dvc" / "tmp" / "exps" / "run").glob("*/*.run"):
         with contextlib.suppress(OSError, ValueError):
             if json.loads(record.read_text()).get("name") == name:
-                record.unlink()
+                shutil.rmtree(record.parent)
 
 
 def _last_error_text(text: str) -> str:
