@@ -78,3 +78,12 @@ def test_bad_data_boxes_is_one_line(tmp_path, monkeypatch, boxes, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CatdogError, match=message):
         check_data(with_boxes(boxes))
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """`dvc exp run -S models.logistic.lr=0.00001` writes `lr: 1e-05`, which PyYAML alone reads as a string."""
+    path = tmp_path / "params.yaml"
+    path.write_text("models:\n  logistic: {lr: 1e-05, weight_decay: 5.6e-06, epochs: 3, batch_size: 32}\nname: 12e\n")
+    params = load_params(path)
+    assert params["models"]["logistic"] == {"lr": 1e-05, "weight_decay": 5.6e-06, "epochs": 3, "batch_size": 32}
+    assert params["name"] == "12e"

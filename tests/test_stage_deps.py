@@ -47,3 +47,11 @@ def test_export_is_code_no_stage_runs(graph):
     """`catdog export`'s help text, say, can change without re-running any stage."""
     for stage in STAGES:
         assert not any(f.startswith("src/catdog/commands/") for f in code_run_by(graph, stage)), stage
+
+
+def test_tune_driver_is_code_no_stage_runs(graph):
+    """A trial's train stage runs tuning.trial (it reports its epochs); the worker, the search space and the study's
+    MLflow run are `catdog tune`'s own: changing them re-runs no stage."""
+    for stage in STAGES:
+        code = code_run_by(graph, stage)
+        assert not {f"src/catdog/tuning/{m}.py" for m in ("worker", "space", "study_run")} & set(code), stage

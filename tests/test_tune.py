@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import copy_repo, pipeline_env, run, set_params, write_image
+from test_team_server import postgres, tracking_server  # noqa: F401  (fixtures: a PostgreSQL and MLflow server)
 
 DEADLINE = 300  # s for a trial of the tiny study to show up, on a busy 2-core machine
 SPACE = {"lr": {"low": 0.003, "high": 0.03, "log": True}, "batch_size": {"choices": [16, 32]}}
@@ -211,3 +212,51 @@ def _safe_trials(repo, study) -> list:
         return trials(repo, study)
     except KeyError:  # not created yet
         return []
+
+
+@pytest.mark.slow
+def test_two_workers_in_two_clones_share_a_postgresql_study(base_repo, tracking_server, postgres, tmp_path):  # noqa: F811
+    """Two machines, as a cluster runs it: each worker in its own clone of a shared git remote, one Optuna study on
+    a PostgreSQL server, the runs on a team's MLflow server. 4 trials in all, no number twice, every trial pushed,
+    so that `catdog best --sweep` ranks them all after `dvc exp pull`."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database,
+                         autocommit=True) as connection:
+        connection.execute("CREATE DATABASE optuna")
+    storage = url.set(database="optuna").render_as_string(hide_password=False)
+    remote = tmp_path / "remote.git"
+    run(["git", "init", "-q", "--bare", str(remote)], tmp_path)
+    run(["git", "push", "-q", str(remote), "HEAD:refs/heads/main"], base_repo)
+    clones = []
+    for name in ("a", "b"):
+        clone = tmp_path / name
+        run(["git", "clone", "-q", "-b", "main", str(remote), str(clone)], tmp_path)
+        shutil.copytree(base_repo / ".dvc" / "cache", clone / ".dvc" / "cache")  # a DVC remote's part, here
+        run(["dvc", "checkout", "-q"], clone)
+        clones.append(clone)
+    base, _ = tracking_server
+    env = {**pipeline_env(), "MLFLOW_TRACKING_URI": base}
+    args = [sys.executable, "-m", "catdog", "tune", "--model", "logistic", "--trials", "4", "--study", "team",
+            "--storage", storage, "--push", "origin"]
+    workers = [subprocess.Popen(args, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for clone in clones]
+    outputs = [w.communicate(timeout=DEADLINE * 4) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    study = optuna.load_study(study_name="team", storage=storage)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    ran = [line.split()[1] for out, _ in outputs for line in out.splitlines() if line.endswith(" s")]
+    assert sorted(ran) == ["0:", "1:", "2:", "3:"]
+    run(["dvc", "exp", "pull", "origin", "-A"], clones[0])
+    assert sorted(experiments(clones[0])) == [f"team-{n}" for n in range(4)]
+    best = run([sys.executable, "-m", "catdog", "best", "--sweep", "team"], clones[0]).stdout
+    assert "best of 4 by validation accuracy" in best
+    client = MlflowClient(base)
+    runs = client.search_runs([client.get_experiment_by_name("catdog").experiment_id])
+    parent = [r for r in runs if r.info.run_name == "team"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert sorted(r.data.tags["dvc_exp_name"] for r in children) == [f"team-{n}" for n in range(4)]

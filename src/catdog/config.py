@@ -1,5 +1,6 @@
 """params.yaml: loading it, picking the chosen model's entry, and catching bad values before heavy work."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -26,11 +27,22 @@ def architectures() -> list[str]:
     return [key.value for key in registry.keys]
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2's floats: `1e-5` is a number, as DVC and ruamel.yaml read it (and write it after `dvc exp run -S
+    models.mlp.lr=0.00001`), not the string PyYAML's YAML 1.1 rules make of it."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+|[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."))
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict:
     if not path.exists():
         raise CatdogError(f"{path} not found: run the stages from the repository root")
     with open(path) as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=ParamsLoader)
 
 
 def model_config(params: dict) -> tuple[str, dict]:

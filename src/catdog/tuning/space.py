@@ -20,18 +20,23 @@ class Knob:
     spec: dict          # {low, high, log, step} or {choices}
 
     def distribution(self):
-        """The Optuna distribution; choices are JSON text, since Optuna's may only be None, bool, numbers or str."""
+        """The Optuna distribution. Optuna's choices may only be None, bool, numbers or str: others (a dict) make
+        the choices JSON text."""
         import optuna.distributions as d
 
         if "choices" in self.spec:
-            return d.CategoricalDistribution([json.dumps(c) for c in self.spec["choices"]])
+            return d.CategoricalDistribution([json.dumps(c) for c in self.spec["choices"]] if self._as_json()
+                                             else self.spec["choices"])
         low, high, log, step = self.spec["low"], self.spec["high"], self.spec.get("log", False), self.spec.get("step")
         if isinstance(low, int) and isinstance(high, int) and (step is None or isinstance(step, int)):
             return d.IntDistribution(low, high, log=log, step=step or 1)
         return d.FloatDistribution(float(low), float(high), log=log, step=step)
 
+    def _as_json(self) -> bool:
+        return not all(c is None or isinstance(c, (bool, int, float, str)) for c in self.spec["choices"])
+
     def value(self, sampled):
-        return json.loads(sampled) if "choices" in self.spec else sampled
+        return json.loads(sampled) if "choices" in self.spec and self._as_json() else sampled
 
 
 def knobs(params: dict, model: str) -> list[Knob]:
@@ -131,8 +136,11 @@ def hydra(value) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return repr(value)
+    if isinstance(value, float):
+        mantissa, e, exponent = repr(value).partition("e")  # Hydra reads 1e-12 as a string, 1.0e-12 as a float
+        return f"{mantissa if '.' in mantissa else mantissa + '.0'}{e}{exponent}"
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if isinstance(value, list):

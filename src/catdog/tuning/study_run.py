@@ -71,8 +71,10 @@ class StudyRun:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import optuna
         import optuna.visualization.matplotlib as plots
 
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials yet": the figure is skipped, said
         skipped = []
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental" warnings of optuna.visualization.matplotlib

@@ -89,13 +89,20 @@ class Worker:
     # ----------------------------------------------------------------------------------------- the trials
 
     def _work(self) -> None:
+        from optuna.trial import TrialState
+
         while not self.stopping.is_set() and (self.deadline is None or time.monotonic() < self.deadline):
             try:
                 trial = next_trial(self.study, self.optuna_storage, self.url, self.n_trials, self.tune,
                                    self.distributions)
                 if trial is None:
                     return
-                self._run_trial(trial)
+                try:
+                    self._run_trial(trial)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    raise
             except CatdogError as error:
                 self.failure = self.failure or error
                 self.stopping.set()
@@ -254,7 +261,7 @@ def _forget_failed_run(root: Path, name: str) -> None:
 def _last_error_text(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(("catdog: error:", "ERROR:"))]
-    return (errors[0] if errors else lines[-1] if lines else "no output")[:300]
+    return (errors[0] if errors else lines[-1] if lines else "no output").removeprefix("catdog: error: ")[:300]
 
 
 def _last_error(log: Path) -> str:
