@@ -55,3 +55,9 @@ def test_tune_driver_is_code_no_stage_runs(graph):
     for stage in STAGES:
         code = code_run_by(graph, stage)
         assert not {f"src/catdog/tuning/{m}.py" for m in ("worker", "space", "study_run")} & set(code), stage
+
+
+def test_no_stage_reads_the_tune_settings():
+    """`tune` in params.yaml is catdog tune's alone: changing its search space re-runs no stage."""
+    for name, stage in STAGES.items():
+        assert not [p for p in stage.get("params", []) if str(p).split(".")[0] == "tune"], name

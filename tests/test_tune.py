@@ -1,6 +1,7 @@
 """`catdog tune`, for real: Optuna studies whose trials are DVC experiments and MLflow child runs, in a copy of the
-repository with tiny params and an easy dataset (dark cats, bright dogs: a trained logistic regression separates
-them after one epoch, a trial that does not learn stays at its starting accuracy)."""
+repository with tiny params and an easy dataset (bright cats, dark dogs: a trained logistic regression separates
+them within a few epochs, while the seeded initial weights get every image wrong, so that a trial which does not
+learn stays at 0)."""
 
 import json
 import os
@@ -30,8 +31,8 @@ def base_repo(tmp_path_factory):
     """The tiny repository, its data prepared and committed: each test copies it."""
     repo = copy_repo(tmp_path_factory.mktemp("tune-base"))
     for i in range(30):
-        write_image(repo / "images" / "cat" / f"{i}.png", (50, 50, 50), size=(32, 32))
-        write_image(repo / "images" / "dog" / f"{i}.png", (205, 205, 205), size=(32, 32))
+        write_image(repo / "images" / "cat" / f"{i}.png", (205, 205, 205), size=(32, 32))
+        write_image(repo / "images" / "dog" / f"{i}.png", (50, 50, 50), size=(32, 32))
     set_params(repo, **{"data.images": "images", "tune.space": {"logistic": SPACE}, "tune.startup_trials": 2,
                         "tune.warmup_epochs": 0})
     run(["dvc", "repro", "prepare"], repo)
@@ -159,8 +160,9 @@ def test_small_study_end_to_end(repo):
 
 @pytest.mark.slow
 def test_a_trial_made_bad_on_purpose_is_pruned(repo):
-    """Two trials that learn, then one whose step is too small to move (lr 1e-12): pruned after its first epoch,
-    PRUNED in Optuna, KILLED and tagged in MLflow, no experiment, no record left in DVC's queue."""
+    """Two trials that learn, then one whose step is too small to move (lr 1e-12): pruned as soon as the others are
+    ahead at an epoch, PRUNED in Optuna, KILLED and tagged in MLflow, no experiment, no record left in DVC's
+    queue."""
     set_params(repo, **{"models.logistic.epochs": 4})
     study = optuna.create_study(study_name="bad", storage=f"sqlite:///{repo / 'optuna.db'}", direction="maximize")
     for lr in (0.01, 0.01, 1e-12):
@@ -168,8 +170,9 @@ def test_a_trial_made_bad_on_purpose_is_pruned(repo):
     result = catdog(repo, "tune", "--model", "logistic", "--trials", "3", "--study", "bad")
     done = trials(repo, "bad")
     assert [t.state.name for t in done] == ["COMPLETE", "COMPLETE", "PRUNED"], [t.intermediate_values for t in done]
-    assert done[0].value == 1.0 and list(done[2].intermediate_values) == [1]
-    assert "trial 2: pruned at epoch 1" in result.stdout
+    assert done[0].value == 1.0 and set(done[2].intermediate_values.values()) == {0.0}
+    epoch = max(done[2].intermediate_values)
+    assert epoch < 4 and f"trial 2: pruned at epoch {epoch}" in result.stdout
     assert sorted(experiments(repo)) == ["bad-0", "bad-1"]
     pruned = next(r for r in mlflow_runs(repo) if r.data.tags.get("optuna_trial") == "2")
     assert pruned.info.status == "KILLED" and pruned.data.tags["optuna_state"] == "PRUNED"
