@@ -186,7 +186,7 @@ def test_a_trial_made_bad_on_purpose_is_pruned(repo):
 def test_resume_after_a_stop(repo, how):
     """Stopped during its second trial, then run again: the finished trial is not re-run, the interrupted one is
     FAIL and does not count, and the study reaches its 3 trials."""
-    set_params(repo, **{"models.logistic.epochs": 3000})  # a trial long enough to be stopped in
+    set_params(repo, **{"models.logistic.epochs": 300})  # a trial long enough to be stopped in
     args = [sys.executable, "-m", "catdog", "tune", "--model", "logistic", "--trials", "3", "--study", "stop"]
     worker = subprocess.Popen(args, cwd=repo, env=pipeline_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
