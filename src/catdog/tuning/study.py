@@ -90,7 +90,9 @@ def open_storage(url: str, heartbeat: bool = True):
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
     beat = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
+        # Two workers making a new SQLite storage at once would both create its tables: one at a time.
+        with _file_lock(url) if url.startswith("sqlite:///") else contextlib.nullcontext():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
     except Exception as error:
         reason = " ".join(str(error).split())[:200]
         raise CatdogError(f"the Optuna storage {shown(url)} cannot be used: {type(error).__name__}: {reason}; start "
@@ -102,9 +104,7 @@ def one_asker(storage, url: str):
     """One worker at a time between counting the trials and asking for the next: a file lock beside an SQLite
     storage, an advisory lock on a PostgreSQL server."""
     if url.startswith("sqlite:///"):
-        from filelock import FileLock
-
-        with _threads, FileLock(url.removeprefix("sqlite:///") + ".lock"):
+        with _threads, _file_lock(url):
             yield
     elif url.startswith("postgresql"):
         from sqlalchemy import text
@@ -121,6 +121,12 @@ def one_asker(storage, url: str):
 
 
 _threads = threading.Lock()  # --jobs: the threads of this worker, before the lock between workers
+
+
+def _file_lock(url: str):
+    from filelock import FileLock
+
+    return FileLock(url.removeprefix("sqlite:///") + ".lock")
 
 
 def open_study(storage, url: str, name: str, model: str, tune: dict):
