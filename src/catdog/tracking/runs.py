@@ -255,7 +255,7 @@ def _open(mlflow, opening: dict):
         tags.update({"optuna_study": trial["study"], "optuna_trial": str(trial["number"])})
         if trial.get("parent_run_id"):
             tags["mlflow.parentRunId"] = trial["parent_run_id"]
-    run = mlflow.start_run(experiment_id=experiment_id(mlflow.MlflowClient()), run_name=start["run_name"], tags=tags)
+    run = mlflow.start_run(experiment_id=experiment_id(), run_name=start["run_name"], tags=tags)
     try:
         mlflow.log_params(start["params"])
         write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})

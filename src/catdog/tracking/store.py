@@ -138,13 +138,11 @@ def client(create: bool = False):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri, _ = store()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file() and create:
-        problem = new_sqlite_problem(uri)
-        if problem:
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        problem = new_sqlite_problem(uri) if create else \
+            f"no MLflow store at {uri}: run from the repository root, or set MLFLOW_TRACKING_URI"  # MLflow would
+        if problem:  # create an empty store there and then find nothing in it
             raise CatdogError(problem)
-    elif uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        # MLflow would create an empty store there and then find nothing in it
-        raise CatdogError(f"no MLflow store at {uri}: run from the repository root, or set MLFLOW_TRACKING_URI")
     # Parts of MLflow ignore a passed tracking_uri (runs:/ID/model looks the logged model up in the process-wide
     # store), so the process-wide store must be this one too.
     mlflow.set_tracking_uri(uri)
@@ -193,12 +191,15 @@ def store_lock():
     return FileLock(f"{repo_root() / 'mlflow.db'}.lock") if store()[1] else contextlib.nullcontext()
 
 
-def experiment_id(client) -> str:
-    """The id of the pipeline's MLflow experiment (EXPERIMENT), made with the store's artifact location if new."""
+def experiment_id(client=None) -> str:
+    """The id of the pipeline's MLflow experiment (EXPERIMENT), made with the store's artifact location if new.
+    Without a client, one of MLflow's store is made under the lock: making it creates a new SQLite store's tables."""
+    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     _, artifact_location = store()
     with store_lock():
+        client = client or MlflowClient()
         experiment = client.get_experiment_by_name(EXPERIMENT)
         if experiment is not None:
             return experiment.experiment_id

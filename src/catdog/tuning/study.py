@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -89,34 +90,48 @@ def open_storage(url: str, heartbeat: bool = True):
     else:
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
     beat = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
-    try:
-        # Two workers making a new SQLite storage at once would both create its tables: one at a time.
-        with _file_lock(url) if url.startswith("sqlite:///") else contextlib.nullcontext():
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
-    except Exception as error:
-        reason = " ".join(str(error).split())[:200]
-        raise CatdogError(f"the Optuna storage {shown(url)} cannot be used: {type(error).__name__}: {reason}; start "
-                          "its server or fix --storage (drop it for sqlite:///optuna.db in the repository)") from None
+    for attempt in range(3):
+        try:
+            # Two workers making a new SQLite storage at once would both create its tables: one at a time.
+            with _file_lock(url) if url.startswith("sqlite:///") else contextlib.nullcontext():
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
+        except Exception as error:
+            # Workers on several machines making a new database's tables at once: the one that lost finds them made.
+            if attempt < 2 and _lost_creation_race(error):
+                time.sleep(1 + attempt)
+                continue
+            failure = error
+            break
+    reason = " ".join(str(failure).split())[:200]
+    raise CatdogError(f"the Optuna storage {shown(url)} cannot be used: {type(failure).__name__}: {reason}; start "
+                      "its server or fix --storage (drop it for sqlite:///optuna.db in the repository)") from None
+
+
+def _lost_creation_race(error: Exception) -> bool:
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    text = str(error).lower()
+    return isinstance(error, (IntegrityError, ProgrammingError)) and ("already exists" in text or "duplicate" in text)
 
 
 @contextlib.contextmanager
 def one_asker(storage, url: str):
     """One worker at a time between counting the trials and asking for the next: a file lock beside an SQLite
-    storage, an advisory lock on a PostgreSQL server."""
-    if url.startswith("sqlite:///"):
-        with _threads, _file_lock(url):
-            yield
-    elif url.startswith("postgresql"):
-        from sqlalchemy import text
-
-        with _threads, storage.engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PG_LOCK_KEY})
-            try:
+    storage, an advisory lock on a PostgreSQL server (after the lock between this worker's --jobs threads)."""
+    with _threads:
+        if url.startswith("sqlite:///"):
+            with _file_lock(url):
                 yield
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_LOCK_KEY})
-    else:
-        with _threads:
+        elif url.startswith("postgresql"):
+            from sqlalchemy import text
+
+            with storage.engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PG_LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_LOCK_KEY})
+        else:
             yield
 
 
@@ -154,7 +169,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}/{boot}/{os.getpid()}"
 
 
-def fail_dead_trials(study) -> list[int]:
+def fail_dead_trials(study, storage) -> list[int]:
     """Mark FAIL the running trials whose worker is dead: on this machine at once (its process is gone), elsewhere
     once their heartbeat is older than GRACE_S. Their numbers."""
     import optuna
@@ -166,7 +181,7 @@ def fail_dead_trials(study) -> list[int]:
         worker = trial.user_attrs.get("worker", "")
         parts = worker.split("/")
         if len(parts) == 3 and parts[:2] == [host, boot] and not alive(int(parts[2])):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     optuna.storages.fail_stale_trials(study)
@@ -195,7 +210,7 @@ def counted(study) -> int:
 def next_trial(study, storage, url: str, n_trials: int, tune: dict, distributions: dict):
     """The next trial of the study, RUNNING, with its values sampled; None once the study has n_trials."""
     with one_asker(storage, url):
-        fail_dead_trials(study)
+        fail_dead_trials(study, storage)
         if counted(study) >= n_trials:
             return None
         study.sampler = sampler(tune, len(study.get_trials(deepcopy=False)))  # the next number: asks are serial

@@ -65,8 +65,9 @@ class StudyRun:
         with self._lock:
             self.client.log_metric(self.run_id, "best_value", best, step=number)
 
-    def log_plots(self) -> list[str]:
-        """Optuna's figures of the study as it stands, replacing the earlier ones; the names it could not draw."""
+    def log_plots(self) -> None:
+        """Optuna's figures of the study as it stands, replacing the earlier ones; one it cannot draw yet (too few
+        trials for importances, say) is left out."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -74,15 +75,13 @@ class StudyRun:
         import optuna
         import optuna.visualization.matplotlib as plots
 
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials yet": the figure is skipped, said
-        skipped = []
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials yet": that figure is left out
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental" warnings of optuna.visualization.matplotlib
             for name, function in PLOTS.items():
                 try:
                     axes = getattr(plots, function)(self.study)
-                except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for importances, say
-                    skipped.append(name)
+                except (ValueError, RuntimeError, ZeroDivisionError):
                     continue
                 figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
                 figure.set_size_inches(9, 5)
@@ -91,7 +90,6 @@ class StudyRun:
                 plt.close(figure)
                 with self._lock:
                     self.client.log_artifact(self.run_id, str(Path(folder) / name))
-        return skipped
 
     def end(self, status: str) -> None:
         with self._lock:

@@ -22,7 +22,16 @@ from pathlib import Path
 from catdog import CatdogError
 from catdog.paths import repo_root
 from catdog.tuning import space as search_space
-from catdog.tuning.study import Heartbeat, next_trial, one_asker, open_storage, open_study, settings, storage_url
+from catdog.tuning.study import (
+    Heartbeat,
+    next_trial,
+    one_asker,
+    open_storage,
+    open_study,
+    settings,
+    shown,
+    storage_url,
+)
 from catdog.tuning.trial import TRIAL_ENV
 
 LOGS = Path(".cache/tune")    # one log per trial: the output of its `dvc exp run`
@@ -59,7 +68,7 @@ class Worker:
         self.deadline = time.monotonic() + self.timeout if self.timeout else None
         self.stopping, self.failure = threading.Event(), None
         self.running: dict[int, subprocess.Popen] = {}
-        print(f"study {self.study_name} ({self.model}) in {_shown(self.url)}: {self.n_trials} trials, "
+        print(f"study {self.study_name} ({self.model}) in {shown(self.url)}: {self.n_trials} trials, "
               f"{self.jobs} at a time; MLflow run {self.parent.run_id}")
         status = "KILLED"
         try:
@@ -76,11 +85,12 @@ class Worker:
                     for thread in threads:
                         thread.join(timeout=STOP_GRACE_S + 30)
                     raise
-            status = "FAILED" if self.failure else "FINISHED" if self._study_done() or not self._others() else "RUNNING"
+            # Trials of other workers still running: the run stays open for them.
+            status = "FAILED" if self.failure else "RUNNING" if self._others() else "FINISHED"
         finally:
             with contextlib.suppress(Exception):
                 self.parent.log_plots()
-            if status != "RUNNING":  # another worker's trials still running: the run stays open for them
+            if status != "RUNNING":
                 self.parent.end(status)
         if self.failure:
             raise self.failure
@@ -155,7 +165,8 @@ class Worker:
             if self.stopping.is_set():
                 print(f"trial {number}: stopped, marked FAIL (it does not count)", flush=True)
                 return
-            raise CatdogError(f"trial {number} ({name}) failed: {_last_error(log)}; its log: {log}")
+            reason = _last_error(log.read_text(errors="replace"))
+            raise CatdogError(f"trial {number} ({name}) failed: {reason}; its log: {log}")
         self.parent.trial_done(number)
 
     def _value(self, name: str) -> float:
@@ -174,7 +185,7 @@ class Worker:
                                 env=self.env, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"catdog: warning: `dvc exp push {self.push} {name}` failed: "
-                  f"{_last_error_text(result.stdout + result.stderr)}", file=sys.stderr, flush=True)
+                  f"{_last_error(result.stdout + result.stderr)}", file=sys.stderr, flush=True)
 
     def _stop_trials(self) -> None:
         """Ctrl-C or SIGTERM: the running trials get SIGINT (DVC removes its temporary folder, the stage ends its
@@ -200,13 +211,6 @@ class Worker:
         from optuna.trial import TrialState
 
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-    def _study_done(self) -> bool:
-        from optuna.trial import TrialState
-
-        finished = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return len(finished) >= self.n_trials and not running
 
     def _summary(self) -> None:
         from optuna.trial import TrialState
@@ -258,21 +262,11 @@ def _forget_failed_run(root: Path, name: str) -> None:
                 shutil.rmtree(record.parent)
 
 
-def _last_error_text(text: str) -> str:
+def _last_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(("catdog: error:", "ERROR:"))]
     return (errors[0] if errors else lines[-1] if lines else "no output").removeprefix("catdog: error: ")[:300]
 
 
-def _last_error(log: Path) -> str:
-    return _last_error_text(log.read_text(errors="replace"))
-
-
 def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, dict) else str(value)
-
-
-def _shown(url: str) -> str:
-    from catdog.tuning.study import shown
-
-    return shown(url)
