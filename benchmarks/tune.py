@@ -79,7 +79,8 @@ def pruning(repo: Path, args) -> None:
         best = re.search(r"best val accuracy so far: (\S+)", out).group(1)
         pruned = len(re.findall(r": pruned at epoch", out))
         print(f"pruner {pruner}: {args.trials} trials in {seconds / 60:.1f} min, {pruned} pruned, best val accuracy "
-              f"{best}")
+              f"{best}", flush=True)
+        print(sh([sys.executable, "-m", "catdog", "best", "--sweep", f"pruning-{pruner}"], repo), flush=True)
 
 
 def tuned(repo: Path, args) -> None:
@@ -88,8 +89,8 @@ def tuned(repo: Path, args) -> None:
     default_seconds = time.perf_counter() - start
     train = metrics(repo, f"default-{args.model}", "metrics/train.json")
     test = metrics(repo, f"default-{args.model}", "metrics/test.json")
-    print(f"defaults: val accuracy {train['best_val_accuracy']:.4f}, test accuracy {test['accuracy']:.4f} "
-          f"({default_seconds / 60:.1f} min)")
+    print(f"defaults ({default_seconds / 60:.1f} min): val accuracy {train['best_val_accuracy']:.4f}, "
+          f"test accuracy {test['accuracy']:.4f}", flush=True)
     seconds, out = tune(repo, args.model, args.trials, f"tuned-{args.model}")
     print(out)
     print(f"tune: {args.trials} trials in {seconds / 60:.1f} min")
