@@ -14,6 +14,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # train.precision; what each does: device.autocast_dtype
 INFERENCE = ("auto", "torch", "onnxruntime")  # train.inference; what auto picks: inference.forward.engine_for
 MODEL_KEYS = ("arch", "input_size", "optimizer", "lr", "batch_size", "epochs")
+POSITIVE_CLASS = "dog"  # data.positive_class when params.yaml has none
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def architectures() -> list[str]:
@@ -66,6 +68,7 @@ def model_config(params: dict) -> tuple[str, dict]:
         raise CatdogError(f"models.{name}.weight_decay={decay!r} must be a number >= 0 (0: no weight decay)")
     if decay and cfg["arch"] == "numpy":
         raise CatdogError(f"models.{name} (arch numpy) has no weight decay: remove models.{name}.weight_decay")
+    check_weights_pin(name, cfg)
     if not (isinstance(cfg["epochs"], int) and cfg["epochs"] > 0):
         raise CatdogError(f"models.{name}.epochs={cfg['epochs']!r} must be a positive integer")
     if not ((isinstance(cfg["batch_size"], int) and cfg["batch_size"] > 0) or cfg["batch_size"] == "full"):
@@ -75,6 +78,42 @@ def model_config(params: dict) -> tuple[str, dict]:
         raise CatdogError(f"models.{name}.input_size={size!r} must be a square side in pixels from 8 to 4096 "
                           f"(data.sizes={params['data']['sizes']} are prepared ahead, others on first use)")
     return name, cfg
+
+
+def check_weights_pin(name: str, cfg: dict) -> None:
+    """A pretrained entry's weights_file is pinned by weights_sha256: DVC knows a param, not the file a path names,
+    so a file replaced in place would otherwise leave train up to date. The message gives the file's sha256."""
+    weights_file, pin = cfg.get("weights_file"), cfg.get("weights_sha256")
+    if weights_file is None:
+        if pin is not None:
+            raise CatdogError(f"models.{name}.weights_sha256 is set but weights_file is null: remove "
+                              f"models.{name}.weights_sha256, or set weights_file to the file it pins")
+        return
+    if not (isinstance(weights_file, str) and Path(weights_file).is_file()):
+        raise CatdogError(f"models.{name}.weights_file={weights_file!r} is not a file: point it at a local "
+                          "torchvision state_dict, or set it to null for the built-in ImageNet weights")
+    if isinstance(pin, str) and SHA256.match(pin.lower()):
+        return  # whether the file still has these bytes is checked where it is read (models.pretrained)
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(weights_file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest = digest.hexdigest()
+    raise CatdogError(f"models.{name}.weights_file={weights_file!r} needs models.{name}.weights_sha256 (now "
+                      f"{pin!r}), the sha256 of its bytes, so that DVC re-runs train when the file changes: set "
+                      f"weights_sha256: {digest}")
+
+
+def positive_class(data: dict) -> str:
+    """data.positive_class: the class whose probability every model gives (index 1), matched against the class
+    names by data.images.discover, in any case, singular or plural."""
+    name = data.get("positive_class", POSITIVE_CLASS)
+    if not (isinstance(name, str) and re.fullmatch(r"[^\s/\\]+(?: [^\s/\\]+)*", name)):
+        raise CatdogError(f"data.positive_class={name!r} must be a class name such as dog or cat (a folder name "
+                          "or the label that starts a file name, in any case, singular or plural)")
+    return name
 
 
 def check_synthetic(params: dict) -> None:
@@ -92,9 +131,10 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 
 def check_data(params: dict) -> None:
-    """The `data` section: the split fractions, the cached sizes and the boxes file."""
+    """The `data` section: the split fractions, the cached sizes, the positive class's form and the boxes file."""
     data = params["data"]
     check_fractions(data["val_fraction"], data["test_fraction"])
+    positive_class(data)
     train_fraction = data.get("train_fraction", 1.0)
     if not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
         raise CatdogError(f"data.train_fraction={train_fraction!r} must be in (0, 1]: the share of the training "
@@ -118,6 +158,24 @@ def check_boxes(data: dict) -> None:
     if Path(boxes) != SYNTHETIC_BOXES and not Path(boxes).is_file():
         raise CatdogError(f"data.boxes={boxes!r} does not exist: point it at a CSV of animal boxes "
                           f"(file,sha256,width,height,x0,y0,x1,y1), or back at {SYNTHETIC_BOXES}")
+
+
+def _seed(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
+
+
+def training_seed(params: dict) -> int:
+    """train.seed: the seed of the weights' initialisation, the batch order, augmentation and dropout. null (the
+    default) follows `seed`, as before train.seed existed; any other value repeats a run on the same split (`seed`
+    keeps the split and the train_fraction subset), `catdog repeat`'s repeats."""
+    if not _seed(params.get("seed")):
+        raise CatdogError(f"seed={params.get('seed')!r} must be an integer from 0 to 2**32 - 1: it seeds the split")
+    seed = (params.get("train") or {}).get("seed")
+    if seed is None:
+        return params["seed"]
+    if not _seed(seed):
+        raise CatdogError(f"train.seed={seed!r} must be an integer from 0 to 2**32 - 1, or null to follow `seed`")
+    return seed
 
 
 def device_name(params: dict) -> str:

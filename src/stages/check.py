@@ -19,6 +19,7 @@ from catdog.config import (  # noqa: E402
     model_config,
     precision_name,
     processes,
+    training_seed,
 )
 from catdog.files import write_text  # noqa: E402
 from catdog.paths import PARAMS_CHECKED  # noqa: E402
@@ -33,6 +34,7 @@ def main() -> None:
     precision_name(params, name, cfg)
     inference_name(params)
     processes(params, name, cfg)
+    training_seed(params)
     write_text(PARAMS_CHECKED, "ok\n")  # constant, so a passing check never re-runs the stages after it
     print(f"params.yaml is valid (model {name})")
 

@@ -25,6 +25,7 @@ from catdog.config import (  # noqa: E402
     model_config,
     precision_name,
     processes,
+    training_seed,
 )
 from catdog.data.prepared import load_manifest, load_split, report, train_subset  # noqa: E402
 from catdog.data.tensors import as_tensors  # noqa: E402
@@ -50,7 +51,8 @@ def main() -> None:
 
 
 def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> None:
-    seed_everything(params["seed"])
+    seed = training_seed(params)  # weights, batch order, augmentation; params["seed"] keeps the split and subset
+    seed_everything(seed)
     fraction = params["data"].get("train_fraction", 1.0)
     train = as_tensors(*train_subset(*load_split("train", cfg["input_size"]), fraction, params["seed"]))
     val = as_tensors(*load_split("val", cfg["input_size"]))
@@ -59,9 +61,9 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
     used = DevicePolicy(device, model, precision).precision  # what auto picks here; a device without it fails now
     inference = inference_name(params)  # the frozen backbone's feature pass: ONNX Runtime or PyTorch
     if distributed.rank() > 0:  # its part of every batch; rank 0 writes the outputs and logs to MLflow
-        fit(model, cfg, train, val, device, params["seed"], precision=precision, inference=inference)
+        fit(model, cfg, train, val, device, seed, precision=precision, inference=inference)
         return
-    hyperparameters = {"model": name, "seed": params["seed"], "device": str(device), "precision": used,
+    hyperparameters = {"model": name, "seed": params["seed"], "train_seed": seed, "device": str(device), "precision": used,
                        "inference": inference,
                        **flat(cfg), **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
                        "processes": distributed.size()}
@@ -76,7 +78,7 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
             if report_epoch:
                 report_epoch(row["epoch"], row["val_accuracy"])
 
-        history = fit(model, cfg, train, val, device, params["seed"], on_epoch=on_epoch, precision=precision,
+        history = fit(model, cfg, train, val, device, seed, on_epoch=on_epoch, precision=precision,
                       inference=inference)
         seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],

@@ -12,8 +12,9 @@ import subprocess
 from dataclasses import dataclass, field
 
 from catdog import CatdogError
+from catdog.analysis.evidence import Predictions
 from catdog.config import flat
-from catdog.paths import HISTORY_FILE, RUN_FILE, TEST_METRICS, TRAIN_METRICS, repo_root
+from catdog.paths import HISTORY_FILE, PREDICTIONS_FILE, RUN_FILE, TEST_METRICS, TRAIN_METRICS, repo_root
 
 
 @dataclass
@@ -81,13 +82,23 @@ def finished(all_commits: bool = False) -> tuple[list[Experiment], list[Experime
     return done, not_done
 
 
+def committed(rev: str, path) -> str | None:
+    """A file as committed at rev (the `cache: false` outputs are in git), or None where it is not there."""
+    result = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], cwd=repo_root(), capture_output=True,
+                            text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
 def history(experiment: Experiment) -> list[dict]:
     """The experiment's per-epoch rows (epoch, train_loss, ..., val_accuracy) from its commit."""
-    result = subprocess.run(["git", "show", f"{experiment.rev}:{HISTORY_FILE.as_posix()}"], cwd=repo_root(),
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        return []
-    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(result.stdout))]
+    text = committed(experiment.rev, HISTORY_FILE)
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text or ""))]
+
+
+def predictions(experiment: Experiment) -> Predictions | None:
+    """The experiment's test predictions (plots/predictions.csv) from its commit."""
+    text = committed(experiment.rev, PREDICTIONS_FILE)
+    return Predictions.from_csv(text) if text else None
 
 
 def trained_by(experiment: Experiment) -> str | None:

@@ -4,6 +4,8 @@ import numpy as np
 import torch
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from catdog.analysis.evidence import wilson_interval
+
 CALIBRATION_BINS = 10
 # Predictions this close to the 0.5 threshold flip with a small change of the weights: a model whose loss falls
 # while its accuracy stalls is often only pushing many of them a little towards the right side.
@@ -59,17 +61,23 @@ def roc_auc(score, truth) -> float:
 
 
 def binary_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
-    """Test metrics of the positive class, each 0 where its denominator is (sklearn's zero_division=0)."""
+    """Test metrics of the positive class, each 0 where its denominator is (sklearn's zero_division=0); the
+    accuracy with its 95 % Wilson interval (accuracy_ci_low, accuracy_ci_high)."""
     probabilities = torch.sigmoid(logits).numpy()
     truth, predicted = y.numpy().astype(bool), (logits > 0).numpy()  # logit > 0 <=> probability > 0.5
     tp, fp, fn = (truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()
     both_classes = truth.any() and not truth.all()
+    ci_low, ci_high = wilson_interval(int((truth == predicted).sum()), len(truth))
     metrics = {
         "accuracy": (truth == predicted).mean(),
+        "accuracy_ci_low": ci_low,
+        "accuracy_ci_high": ci_high,
         "precision": tp / (tp + fp) if tp + fp else 0,
         "recall": tp / (tp + fn) if tp + fn else 0,
         "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0,
-        "roc_auc": roc_auc(probabilities, truth) if both_classes else None,  # undefined with one class
+        # ranked by the logits: float32 probabilities saturate at 1.0 above a logit of about 17, tying confident
+        # predictions the logits still order (the sigmoid is monotonic, so the area is otherwise the same)
+        "roc_auc": roc_auc(logits.double().numpy(), truth) if both_classes else None,  # undefined with one class
         "loss": binary_cross_entropy_with_logits(logits, y).item(),
         "brier": brier_score(probabilities, truth),
         "ece": expected_calibration_error(probabilities, truth),

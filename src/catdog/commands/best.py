@@ -2,14 +2,15 @@
 
 A sweep is the set of DVC experiments queued with the same `-S train.sweep=NAME` (README, "Grid search"). The
 choice uses validation data only (best_val_accuracy, then lower best_val_loss, then the name); test accuracy is
-reported for the chosen point alone, as seed 002 did, so the test set never takes part in the choice.
+reported for the chosen point alone, with its 95 % interval, as seed 002 did, so the test set never takes part in
+the choice. Points repeated over training seeds (`catdog repeat`) are one point: the mean over their seeds.
 """
 
 import argparse
 
 from catdog import CatdogError
-from catdog.analysis.experiments import finished
-from catdog.analysis.leaderboard import best, select, swept_keys
+from catdog.analysis.experiments import finished, predictions
+from catdog.analysis.leaderboard import best, best_row, fold, select, spread, swept_keys
 
 
 def main(argv: list[str]) -> None:
@@ -24,18 +25,29 @@ def main(argv: list[str]) -> None:
                           + (f" (not finished: {', '.join(not_done)})" if not_done else "")
                           + "; queue the grid with `dvc exp run --queue -S train.sweep=NAME -S 'models.X.lr=a,b' "
                           "...` and `dvc queue start`")
-    winner, keys = best(points), swept_keys(points)
+    rows, keys = fold(points, {e.rev: predictions(e) for e in points}), swept_keys(points)
+    winner = best_row(rows)
     short = [k.rsplit(".", 1)[-1] if k.startswith("models.") else k for k in keys]
     print(f"| experiment | {' | '.join(short)} | best val accuracy (epoch) | best val loss |")
     print("|---" * (len(keys) + 3) + "|")
-    for e in sorted(points, key=lambda e: (e is not winner, -e.train["best_val_accuracy"], e.name)):
-        values = " | ".join(str(e.params.get(k)) for k in keys)
-        mark = " (best)" if e is winner else ""
-        print(f"| {e.name}{mark} | {values} | {e.train['best_val_accuracy']:.3f} ({e.train['best_epoch']}) "
-              f"| {e.train['best_val_loss']:.4f} |")
+    for row in sorted(rows, key=lambda r: (r is not winner, -r.mean("train", "best_val_accuracy"), r.name)):
+        values = " | ".join(str(row.runs[0].params.get(k)) for k in keys)
+        mark = " (best)" if row is winner else ""
+        epoch = f" ({row.runs[0].train['best_epoch']})" if len(row.runs) == 1 else ""
+        print(f"| {row.name}{mark} | {values} | {spread(row.values('train', 'best_val_accuracy'))}{epoch} "
+              f"| {spread(row.values('train', 'best_val_loss'))} |")
     if not_done:
         print(f"\nnot finished, left out: {', '.join(not_done)}")
-    chosen = " ".join(f"{s}={winner.params.get(k)}" for s, k in zip(short, keys))
-    print(f"\nbest of {len(points)} by validation accuracy: {winner.name} ({chosen}): validation accuracy "
-          f"{winner.train['best_val_accuracy']:.4f}, test accuracy {winner.test['accuracy']:.4f}"
-          f"\nits outputs in the workspace: dvc exp apply {winner.name}")
+    chosen = " ".join(f"{s}={winner.runs[0].params.get(k)}" for s, k in zip(short, keys))
+    n_points = f"{len(rows)}" + (f" ({len(points)} runs)" if len(points) > len(rows) else "")
+    if len(winner.runs) == 1:
+        test = winner.runs[0].test
+        interval = f" [{test['accuracy_ci_low']:.4f}, {test['accuracy_ci_high']:.4f}] (95 % CI)" \
+            if "accuracy_ci_low" in test else ""
+        scores = (f"validation accuracy {winner.mean('train', 'best_val_accuracy'):.4f}, test accuracy "
+                  f"{test['accuracy']:.4f}{interval}")
+    else:
+        scores = (f"validation accuracy {spread(winner.values('train', 'best_val_accuracy'))}, test accuracy "
+                  f"{spread(winner.values('test', 'accuracy'))} over {len(winner.runs)} training seeds")
+    print(f"\nbest of {n_points} by validation accuracy: {winner.name} ({chosen}): {scores}"
+          f"\nits outputs in the workspace: dvc exp apply {best(winner.runs).name}")

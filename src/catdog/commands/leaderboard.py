@@ -1,6 +1,10 @@
 """`catdog leaderboard`: the finished DVC experiments ranked by test accuracy, as a Markdown table and a PNG of
 their validation-accuracy curves overlaid (reports/leaderboard.md and reports/leaderboard.png).
 
+Each accuracy carries its 95 % interval; rows the test set cannot tell from the top row are marked `tie` (McNemar's
+exact test on the paired test predictions), and rows it cannot tell from the majority class `no` under "above
+chance". Experiments that differ only in train.seed (`catdog repeat`) are one row: mean ± sd, min–max, n.
+
     catdog leaderboard                      the experiments of the current commit
     catdog leaderboard -A --match '^bench-' every commit's experiments whose name matches
 """
@@ -10,8 +14,8 @@ from pathlib import Path
 
 from catdog import CatdogError
 from catdog.analysis import figures
-from catdog.analysis.experiments import finished, history
-from catdog.analysis.leaderboard import ranked, select, table
+from catdog.analysis.experiments import finished, history, predictions
+from catdog.analysis.leaderboard import fold, ranked, select, table
 from catdog.files import write_text
 from catdog.paths import repo_root
 
@@ -24,17 +28,18 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for leaderboard.md/.png")
     args = parser.parse_args(argv)
     done, not_done = finished(args.all_commits)
-    experiments = ranked(select(done, args.match, args.sweep))
+    experiments = select(done, args.match, args.sweep)
+    rows = ranked(fold(experiments, {e.rev: predictions(e) for e in experiments}))
     not_done = [e.name for e in select(not_done, args.match, args.sweep)]
     if not experiments:
         raise CatdogError("no finished DVC experiment to rank" + (" matches" if args.match or args.sweep else "")
                           + "; run some first, e.g. `dvc exp run -S model=cnn`, or pass -A for older commits'")
     out = args.out if args.out.is_absolute() else repo_root() / args.out
     markdown, png = out / "leaderboard.md", out / "leaderboard.png"
-    curves = [(f"{e.name} ({e.model}): {e.test['accuracy']:.3f}", history(e)) for e in experiments]
-    figures.validation_curves(curves, f"Validation accuracy of {len(experiments)} experiments "
+    curves = [(f"{e.name} ({e.model}): {e.test['accuracy']:.3f}", history(e)) for row in rows for e in row.runs]
+    figures.validation_curves(curves, f"Validation accuracy of {len(curves)} experiments "
                             "(legend: test accuracy, best first)", png)
-    text = table(experiments)
+    text = table(rows)
     write_text(markdown, f"# Leaderboard: test accuracy\n\n![validation accuracy]({png.name})\n\n{text}")
     print(text)
     if not_done:
