@@ -65,8 +65,8 @@ def detectable_text(n: int, accuracy: float) -> str:
     k = smallest_significant_split(tenth)
     needed = f"{100 * (2 * k - tenth) / n:.1f} points" if k else "more than they can"
     return (f"{n} test images: an accuracy near {accuracy:.3f} is known to {low:.3f}–{high:.3f} (95 % Wilson); "
-            f"a paired difference is significant (McNemar, p < {ALPHA}) only from {100 * floor / n:.1f} points ({floor} "
-            f"images, all one way), and two models that disagree on {tenth} images must differ by {needed}.")
+            f"a paired difference is significant (McNemar, p < {ALPHA}) only from {100 * floor / n:.1f} points "
+            f"({floor} images, all one way), and two models that disagree on {tenth} images must differ by {needed}.")
 
 
 @dataclass(frozen=True)
