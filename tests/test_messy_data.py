@@ -51,7 +51,7 @@ def messy(tmp_path):
 def test_prepare_skips_reports_and_converts_without_crashing(messy, tmp_path):
     files, labels, classes = discover(messy)
     names = {f.name for f in files}
-    assert classes == ["Cat", "Dog"]
+    assert classes == ["cat", "dog"]  # PetImages' Cat/ and Dog/, named in lower case
     assert {"Thumbs.db", "notes.txt", ".DS_Store", ".hidden.jpg"}.isdisjoint(names)
     manifest = prepare(files, labels, classes, messy, sizes=[16], val_fraction=0.2, test_fraction=0.2, seed=0,
                        out_dir=tmp_path / "prepared", workers=2)

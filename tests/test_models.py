@@ -10,6 +10,7 @@ from catdog.data.tensors import Split
 from catdog.device import DevicePolicy
 from catdog.inference.forward import predict
 from catdog.models.architectures import ARCHITECTURES, MultiTask, build_model
+from catdog.models.pretrained import sha256
 from catdog.training.loop import fit, losses, seed_everything
 from conftest import ROOT
 
@@ -32,7 +33,7 @@ def resnet18_weights_offline(tmp_path_factory):
     torch.save(network.state_dict(), path)
     for cfg in MODELS.values():
         if cfg.get("backbone") == "resnet18":
-            cfg["weights_file"] = str(path)
+            cfg["weights_file"], cfg["weights_sha256"] = str(path), sha256(path)
 
 
 def tiny_split(side: int, n: int = 8) -> Split:

@@ -78,7 +78,7 @@ def test_resnet18_from_a_local_weights_file(tmp_path):
     path = tmp_path / "resnet18.pth"
     reference = torchvision.models.resnet18()
     torch.save(reference.state_dict(), path)
-    model, dim = backbone("resnet18", weights_file=str(path))
+    model, dim = backbone("resnet18", weights_file=str(path), weights_sha256=sha256(path))
     assert dim == 512
     assert torch.equal(model[1].conv1.weight, reference.conv1.weight)
     with torch.no_grad():
@@ -89,7 +89,7 @@ def test_a_wrong_weights_file_is_a_one_line_error(tmp_path):
     path = tmp_path / "mobilenet.pth"
     torch.save(torchvision.models.mobilenet_v2().features.state_dict(), path)
     with pytest.raises(CatdogError, match="does not fit"):
-        backbone("resnet18", weights_file=str(path))
+        backbone("resnet18", weights_file=str(path), weights_sha256=sha256(path))
 
 
 def test_unknown_name():

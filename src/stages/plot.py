@@ -56,7 +56,7 @@ def what_it_learned(title: str, manifest: dict, predictions: list[dict], shown_i
     pass over them), each with its true class, P(positive) and whether the map peaks on the animal."""
     checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], manifest["classes"]
-    attribution_figures.learned(*attribution.first_layer(model, cfg), title, LEARNED_PNG)
+    attribution_figures.learned(*attribution.first_layer(model, cfg), title, LEARNED_PNG, classes)
     side = cfg["input_size"]
     x, y, _ = load_split("test", side)
     chosen = attribution.fixed_indices(y)

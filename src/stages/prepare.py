@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
 from catdog import entrypoint  # noqa: E402
-from catdog.config import check_data, load_params  # noqa: E402
+from catdog.config import check_data, load_params, positive_class  # noqa: E402
 from catdog.data.images import discover  # noqa: E402
 from catdog.data.prepared import prepare, report  # noqa: E402
 from catdog.files import write_json  # noqa: E402
@@ -19,16 +19,20 @@ def main() -> None:
     check_data(params)  # before minutes of decoding, not after (the `check` stage did too; this runs alone)
     sizes = data["sizes"]
     root = Path(data["images"])
-    files, labels, classes = discover(root)
+    files, labels, classes = discover(root, positive_class(data))
     manifest = prepare(files, labels, classes, root, sizes=sizes, val_fraction=data["val_fraction"],
                        test_fraction=data["test_fraction"], seed=params["seed"], boxes=data.get("boxes"))
     write_json(DATA_REPORT, report(manifest))
     counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    left_out = manifest["skipped"] + manifest["duplicates"]
-    print(f"prepared {PREPARED_DIR}: classes {classes}; {counts}; left out {manifest['counts']['skipped']} "
-          f"unreadable and {manifest['counts']['duplicates']} duplicate file(s), listed in {DATA_REPORT}")
+    conflicts = manifest.get("conflicts", [])
+    left_out = conflicts + manifest["skipped"] + manifest["duplicates"]
+    print(f"prepared {PREPARED_DIR}: classes {classes} (positive {classes[1]}); {counts}; left out "
+          f"{manifest['counts']['skipped']} unreadable, {manifest['counts']['duplicates']} duplicate and "
+          f"{len(conflicts)} conflicting file(s) (the same bytes under both classes), listed in {DATA_REPORT}")
     for entry in left_out[:20]:
-        print(f"  left out {entry['file']}: {entry.get('reason') or 'duplicate of ' + entry['duplicate_of']}")
+        why = entry.get("reason") or (f"duplicate of {entry['duplicate_of']}" if "duplicate_of" in entry
+                                      else f"the same bytes as {entry['same_bytes_as']}, of the other class")
+        print(f"  left out {entry['file']}: {why}")
     if len(left_out) > 20:
         print(f"  ... and {len(left_out) - 20} more")
     print(boxes_line(manifest["boxes"]))

@@ -25,16 +25,18 @@ def _grid(n: int, columns: int) -> tuple[int, int]:
     return math.ceil(n / columns), columns
 
 
-def learned(kind: str, weights: np.ndarray, title: str, path: Path) -> None:
+def learned(kind: str, weights: np.ndarray, title: str, path: Path, classes=("cat", "dog")) -> None:
     """The first layer as pictures: a linear model's template per colour channel (one shared, centred colour
-    scale) and combined; or the first units or convolution filters, each stretched to its own range."""
+    scale) and combined; or the first units or convolution filters, each stretched to its own range. classes:
+    [negative, positive], the direction a positive weight pushes the logit."""
     if kind == "template":
         limit = float(np.abs(weights).max()) or 1.0
         fig, axes = plt.subplots(1, 4, figsize=(14, 3.9), layout="constrained")
         for ax, channel, name in zip(axes, weights, ("red", "green", "blue")):
             shown = ax.imshow(channel, cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_title(f"{name} channel")
-        fig.colorbar(shown, ax=axes[:3], shrink=0.85, label="weight (red: towards dog, blue: towards cat)")
+        fig.colorbar(shown, ax=axes[:3], shrink=0.85,
+                     label=f"weight (red: towards {classes[1]}, blue: towards {classes[0]})")
         axes[3].imshow(_scaled(weights))
         axes[3].set_title("combined (RGB, min-max scaled)")
         for ax in axes:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 import warnings
 from functools import partial
 from multiprocessing import get_context
@@ -24,6 +25,9 @@ from tqdm import tqdm
 from catdog import error_text
 
 DRAFT_SIDE = 512
+# An object's repr in an error message, "<_io.BytesIO object at 0x7f3f17217a60>": a memory address that differs on
+# every run, which would change the skip reasons written to data/prepared/manifest.json and so its hash.
+OBJECT_REPR = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
 COPY_BYTES = 64 * 2 ** 20  # at most this much image data is read at a time when writing the splits
 
 
@@ -45,9 +49,8 @@ def load_rgb(path: Path, sizes: list[int]) -> tuple[list[np.ndarray], float]:
             img.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
             if img.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even an upright image: a decode's cost
                 img = ImageOps.exif_transpose(img)
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greyscale: rescale, do not clip
-                values = np.asarray(img, dtype=np.float64)
-                img = Image.fromarray(np.uint8(np.clip(values * 255 / max(values.max(), 255), 0, 255)))
+            if img.mode.startswith("I") or img.mode == "F":  # 16-bit, 32-bit and float greyscale
+                img = _as_8_bit(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 img = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -58,6 +61,27 @@ def load_rgb(path: Path, sizes: list[int]) -> tuple[list[np.ndarray], float]:
             brightness = float(np.asarray(img.convert("L")).mean() / 255)
             arrays = [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR)).transpose(2, 0, 1) for s in sizes]
             return arrays, brightness
+
+
+def _as_8_bit(img: Image.Image) -> Image.Image:
+    """An integer or float greyscale image as 8-bit "L", scaled by what its mode can hold, never by its own
+    pixels: 16-bit by 65535 / 255 (so a 16-bit copy of an 8-bit photo gives its pixels back), 32-bit integers by
+    their TIFF bit depth (else 32 bits), float as [0, 1] (clipped, as float images store light)."""
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        white = 1.0
+    elif img.mode.startswith("I;16"):
+        white = 2 ** 16 - 1
+    else:
+        bits = getattr(img, "tag_v2", {}).get(258, (32,))  # TIFF's BitsPerSample, one value per channel
+        white = 2 ** int(bits[0] if isinstance(bits, tuple) else bits) - 1
+    return Image.fromarray(np.uint8(np.rint(np.clip(values * (255 / white), 0, 255))))
+
+
+def skip_reason(error: BaseException, path) -> str:
+    """Why a file cannot be used, the same on every run and in every checkout: error_text without object reprs
+    (Pillow names the BytesIO it read from) and with the file's name for its path."""
+    return OBJECT_REPR.sub("", error_text(error)).replace(str(path), Path(path).name)
 
 
 def viewed_size(source) -> tuple[int, int]:
@@ -89,7 +113,7 @@ def decode_into_rows(item: tuple[int, Path], sizes: list[int]):
         arrays, brightness = load_rgb(io.BytesIO(data), sizes)
         viewed = viewed_size(io.BytesIO(data))
     except Exception as error:  # any unreadable file is skipped and reported, never fatal
-        return None, error_text(error)
+        return None, skip_reason(error, path)
     for s, array in dict(zip(sizes, arrays)).items():
         row = array.tobytes()  # C order, as (3, s, s)
         if os.pwrite(_flat_files[s], row, i * len(row)) != len(row):

@@ -120,7 +120,7 @@ def _match_boxes(rows: dict, names: list[str], usable, digests: dict, viewed: di
             width, height = viewed[i]
             box[i] = np.divide(row["box"], (width, height, width, height))
     used = {names[i] for i in usable}
-    unused["left_out"] = [n for n in names if n in rows and n not in used]  # unreadable or a duplicate
+    unused["left_out"] = [n for n in names if n in rows and n not in used]  # unreadable, a duplicate or a conflict
     found = set(names)
     unused["not_in_folder"] = [f for f in rows if f not in found]  # in the CSV's order
     return box, unused
@@ -128,9 +128,10 @@ def _match_boxes(rows: dict, names: list[str], usable, digests: dict, viewed: di
 
 def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fraction, seed, out_dir=PREPARED_DIR,
             workers=None, boxes=None):
-    """Decode every file once (all cores), drop unreadable files and byte-identical duplicates, split the rest,
-    and write the arrays atomically. `boxes`: a boxes CSV (module docstring) or None; a path that does not exist
-    means no boxes. Returns the manifest, which includes the report of what was left out and of the boxes."""
+    """Decode every file once (all cores), drop unreadable files, byte-identical duplicates and label conflicts
+    (the same bytes under two classes), split the rest, and write the arrays atomically. `boxes`: a boxes CSV
+    (module docstring) or None; a path that does not exist means no boxes. Returns the manifest, which includes
+    the report of what was left out and of the boxes."""
     check_fractions(val_fraction, test_fraction)
     workers = workers or os.cpu_count()
     name = [str(Path(f).relative_to(root)) for f in files]
@@ -145,34 +146,47 @@ def prepare(files, labels, classes, root: Path, sizes, val_fraction, test_fracti
         for path in flat.values():
             path.touch()
         brightness = np.zeros(len(files), dtype=np.float32)
-        usable, skipped, duplicates, first_of, viewed = [], [], [], {}, {}
+        labels = np.asarray(labels, dtype=np.uint8)
+        decoded_ok, skipped = {}, []
         with decoding(files, sizes, flat, workers) as decoded:
             # The split needs sklearn, about a second to import: this process imports it while the workers decode.
             threading.Thread(target=importlib.import_module, args=("sklearn.model_selection",), daemon=True).start()
             for i, (digest, result) in enumerate(decoded):
                 if digest is None:
                     skipped.append({"file": name[i], "reason": result})
-                elif digest in first_of:  # kept once, so the same picture can never sit in two splits
-                    duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
                 else:
-                    first_of[digest] = i
-                    usable.append(i)
-                    brightness[i], viewed[i] = result
+                    decoded_ok[i] = digest, result
+        copies = {}  # the files of each digest, in file order
+        for i, (digest, _) in decoded_ok.items():
+            copies.setdefault(digest, []).append(i)
+        usable, duplicates, conflicts, first_of, viewed = [], [], [], {}, {}
+        for i, (digest, result) in decoded_ok.items():
+            other = next((j for j in copies[digest] if labels[j] != labels[i]), None)
+            if other is not None:  # the same picture under two classes has no label to learn: every copy goes
+                conflicts.append({"file": name[i], "same_bytes_as": name[other]})
+            elif digest in first_of:  # kept once, so the same picture can never sit in two splits
+                duplicates.append({"file": name[i], "duplicate_of": name[first_of[digest]]})
+            else:
+                first_of[digest] = i
+                usable.append(i)
+                brightness[i], viewed[i] = result
         usable = np.asarray(usable, dtype=np.int64)
-        labels = np.asarray(labels, dtype=np.uint8)
         for k, c in enumerate(classes):
             if not (labels[usable] == k).any():
                 raise CatdogError(f"class {c!r} in {root} has no usable image (of all classes, {len(skipped)} "
-                                  f"unreadable and {len(duplicates)} duplicate file(s) left out); add images of it")
+                                  f"unreadable, {len(duplicates)} duplicate and {len(conflicts)} conflicting "
+                                  "file(s) left out); add images of it")
         splits = split_indices(labels[usable], val_fraction, test_fraction, seed)
         box, unused = _match_boxes(box_rows, [Path(n).as_posix() for n in name], usable,
                                    {i: digest for digest, i in first_of.items()}, viewed)
         has_box = ~np.isnan(box[:, 0])
         digest_of = {i: digest for digest, i in first_of.items()}
-        manifest = {"classes": classes, "sizes": list(sizes), "images": str(root),
-                    "counts": {"found": len(files), "used": len(usable), "skipped": len(skipped),
-                               "duplicates": len(duplicates)},
-                    "skipped": skipped, "duplicates": duplicates, "splits": {},
+        counts = {"found": len(files), "used": len(usable), "skipped": len(skipped), "duplicates": len(duplicates)}
+        left_out = {"skipped": skipped, "duplicates": duplicates}
+        if conflicts:  # absent when there are none, so that such a folder's manifest is the one it always was
+            counts["conflicts"], left_out["conflicts"] = len(conflicts), conflicts
+        manifest = {"classes": classes, "sizes": list(sizes), "images": str(root), "counts": counts,
+                    **left_out, "splits": {},
                     "boxes": {"source": None if boxes is None else str(boxes), "rows": len(box_rows),
                               "matched": int(has_box.sum()), "per_split": {},
                               "unused": {reason: len(names) for reason, names in unused.items()},
@@ -203,6 +217,8 @@ def report(manifest: dict) -> dict:
     """What prepare used and left out, with every skipped file and its reason: metrics/data_report.json."""
     out = {**manifest["counts"], **{f"n_{split}": info["count"] for split, info in manifest["splits"].items()},
            "skipped_files": manifest["skipped"], "duplicate_files": manifest["duplicates"]}
+    if "conflicts" in manifest:  # the same bytes under two classes; absent when none
+        out["conflict_files"] = manifest["conflicts"]
     if "boxes" in manifest:  # manifests written before boxes existed have none
         boxes = manifest["boxes"]
         out["boxes"] = {"source": boxes["source"], "matched": boxes["matched"], **boxes["per_split"],

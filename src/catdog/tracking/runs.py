@@ -145,7 +145,11 @@ class Run:
 
     def log_model(self, checkpoint, example) -> None:
         """The checkpoint as the run's MLflow Model (tracking.mlflow_model); example: one (3, s, s) uint8 image."""
-        self._send(("log_model", (str(checkpoint), example), {}))
+        from catdog.models.architectures import checkpoint_classes
+
+        # The signature's column names the positive class: read here, where torch is loaded already, not in the
+        # helper, which never imports it.
+        self._send(("log_model", (str(checkpoint), example), {"positive": checkpoint_classes(checkpoint)[1]}))
 
     def close(self, status: str, tags: dict | None = None) -> None:
         """End the run as status (FINISHED, FAILED, KILLED) once the helper has logged everything before; a run
@@ -304,7 +308,7 @@ def _serve(stream, news) -> None:
                 from catdog.tracking import mlflow_model
 
                 checkpoint, example = args
-                mlflow_model.log(checkpoint, mlflow_model.example_image(example))
+                mlflow_model.log(checkpoint, mlflow_model.example_image(example), **kwargs)
             else:
                 getattr(mlflow, name)(*args, **kwargs)
     except BaseException:

@@ -2,6 +2,7 @@
 features every epoch, so a head trains on them alone (training.loop) in a fraction of the time."""
 
 import hashlib
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,20 @@ def _digest(*arrays) -> str:
     return digest.hexdigest()[:32]
 
 
+def library_versions(engine: str) -> str:
+    """The libraries whose kernels compute the features: torch always (the ONNX graph is its export), and
+    ONNX Runtime for its engine. An upgrade can change their round-off, so it must not reuse older features."""
+    if engine != "onnxruntime":
+        return f"torch {torch.__version__}"
+    return f"torch {torch.__version__} onnxruntime {version('onnxruntime')}"  # installed: engine_for checked it
+
+
 def feature_cache_path(backbone: nn.Module, x: torch.Tensor, policy: DevicePolicy, engine: str = "torch") -> Path:
-    """Where backbone_features keeps the features of x: the repository's cache, shared by queued experiments.
-    engine: 'torch' or 'onnxruntime' (inference.forward.engine_for), whose kernels round differently."""
-    key = _digest(*(v.cpu().numpy() for v in backbone.state_dict().values()), x.numpy())
+    """Where backbone_features keeps the features of x: the repository's cache, shared by queued experiments,
+    keyed by the weights, the images and the libraries' versions. engine: 'torch' or 'onnxruntime'
+    (inference.forward.engine_for), whose kernels round differently."""
+    key = _digest(np.frombuffer(library_versions(engine).encode(), dtype=np.uint8),
+                  *(v.cpu().numpy() for v in backbone.state_dict().values()), x.numpy())
     if engine == "onnxruntime":  # float32 on the CPU, its own graph: PyTorch's precision and layout do not apply
         return repo_root() / FEATURE_CACHE / f"{key}-onnxruntime.npy"
     suffix = "" if policy.amp_dtype is None else f"-{policy.precision}"
