@@ -7,9 +7,14 @@ MLflow Model (every run logged since catdog logs one does). Its model becomes a 
 `catdog predict --model models:/catdog@champion`, `mlflow models serve -m models:/catdog@champion`.
 """
 
+import tempfile
+from pathlib import Path
+
 from catdog import CatdogError
+from catdog.analysis.comparison import Comparison, Side, compare, resolve
+from catdog.analysis.evidence import Predictions
 from catdog.analysis.experiments import Experiment, trained_by
-from catdog.paths import RUN_FILE
+from catdog.paths import PREDICTIONS_FILE, RUN_FILE
 from catdog.tracking.store import EXPERIMENT, client, mlflow_error
 
 REGISTERED_MODEL = "catdog"
@@ -43,6 +48,31 @@ def training_run(mlflow_client, uri: str, experiment: Experiment):
                           f"{experiment.name} in {uri}; fetch its outputs with `dvc exp pull <remote> "
                           f"{experiment.name}`, or train it again (`dvc exp run` with its params)")
     return (same_commit or runs)[0]
+
+
+def against_champion(experiment: Experiment, name: str = REGISTERED_MODEL,
+                     alias: str = ALIAS) -> tuple[Comparison | None, str]:
+    """The candidate's test predictions (its commit's plots/predictions.csv) paired with those of the version
+    `alias` points at now (the predictions.csv its training run logged): (the comparison, "") or (None, why there
+    is none to make: no champion yet, or its run holds no predictions)."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client, uri = client()
+    try:
+        version = mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, f"{name}@{alias} does not exist yet: nothing to compare with"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            text = Path(mlflow_client.download_artifacts(version.run_id, PREDICTIONS_FILE.name, tmp)).read_text()
+    except (MlflowException, OSError) as error:
+        return None, (f"the champion, version {version.version}, has no test predictions in its MLflow run "
+                      f"{version.run_id} ({type(error).__name__}): not compared")
+    champion = Side(f"champion {name} version {version.version} ({version.tags.get('dvc_exp_name', '?')})", {},
+                    {}, {}, Predictions.from_csv(text))
+    candidate = resolve(experiment.rev)
+    candidate.label = f"candidate {experiment.name} ({experiment.rev[:7]})"
+    return compare(champion, candidate), ""
 
 
 def register(experiment: Experiment, name: str = REGISTERED_MODEL, alias: str = ALIAS):
