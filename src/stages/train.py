@@ -63,8 +63,8 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
     if distributed.rank() > 0:  # its part of every batch; rank 0 writes the outputs and logs to MLflow
         fit(model, cfg, train, val, device, seed, precision=precision, inference=inference)
         return
-    hyperparameters = {"model": name, "seed": params["seed"], "train_seed": seed, "device": str(device), "precision": used,
-                       "inference": inference,
+    hyperparameters = {"model": name, "seed": params["seed"], "train_seed": seed, "device": str(device),
+                       "precision": used, "inference": inference,
                        **flat(cfg), **flat(params["data"], "data."), "n_train": len(train.x), "n_val": len(val.x),
                        "processes": distributed.size()}
     trial = tune_trial.current()  # a trial of `catdog tune`: report each epoch, stop when pruned
