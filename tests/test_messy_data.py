@@ -3,14 +3,17 @@ reports every file it leaves out."""
 
 import io
 import json
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from catdog.data.decode import load_rgb
+from catdog.data.decode import load_rgb, skip_reason
 from catdog.data.images import discover
 from catdog.data.prepared import prepare
 from conftest import ROOT, write_image
@@ -136,3 +139,68 @@ def test_your_own_folder_with_the_synthetic_boxes_is_one_line_and_no_boxes(tmp_p
     assert not list((tmp_path / "data" / "prepared").glob("boxes_*"))
     report = json.loads((tmp_path / "metrics" / "data_report.json").read_text())
     assert report["boxes"]["matched"] == 0 and report["boxes"]["unused"]["sha256_differs"] == 1
+
+
+def test_prepare_on_a_messy_folder_gives_the_same_bytes_on_every_run_and_in_every_checkout(tmp_path):
+    """Skip reasons hold no memory address (Pillow names the BytesIO it could not read) nor path, so the same
+    folder gives the same data/prepared, DVC hash and all, and the same data report; here in two checkouts."""
+    images = tmp_path / "first" / "PetImages"
+    for i in range(6):
+        write_image(images / "Cat" / f"{i}.jpg", (70, 70, 70))
+        write_image(images / "Dog" / f"{i}.jpg", (190, 190, 190))
+    (images / "Cat" / "666.jpg").write_bytes(b"")                                   # zero bytes
+    (images / "Dog" / "11702.jpg").write_bytes(jpeg_bytes()[:300])                  # truncated
+    (images / "Dog" / "not_an_image.png").write_text("<html>a web page saved as a picture</html>")
+    (images / "Cat" / "noise.jpg").write_bytes(bytes(range(256)) * 4)               # no format at all
+    shutil.copytree(tmp_path / "first", tmp_path / "second")
+    outputs = []
+    for checkout in ("first", "second"):
+        result = run_prepare(tmp_path / checkout, "PetImages")  # relative, as in params.yaml
+        assert result.returncode == 0, result.stderr
+        folder = tmp_path / checkout
+        outputs.append({path.relative_to(folder).as_posix(): path.read_bytes()
+                        for path in sorted([*(folder / "data" / "prepared").iterdir(),
+                                            folder / "metrics" / "data_report.json"])})
+    assert outputs[0] == outputs[1]
+    data_report = json.loads(outputs[0]["metrics/data_report.json"])
+    reasons = {entry["file"]: entry["reason"] for entry in data_report["skipped_files"]}
+    assert reasons == {"Cat/666.jpg": "UnidentifiedImageError: cannot identify image file",
+                       "Cat/noise.jpg": "UnidentifiedImageError: cannot identify image file",
+                       "Dog/11702.jpg": reasons["Dog/11702.jpg"],
+                       "Dog/not_an_image.png": "UnidentifiedImageError: cannot identify image file"}
+    assert "truncated" in reasons["Dog/11702.jpg"].lower() and not re.search("0x|/", reasons["Dog/11702.jpg"])
+
+
+def test_a_skip_reason_names_the_file_not_its_path():
+    error = PermissionError(13, "Permission denied")
+    error.filename = "/home/someone/pets/cat/1.jpg"
+    assert skip_reason(error, Path("/home/someone/pets/cat/1.jpg")) == "PermissionError: [Errno 13] Permission " \
+                                                                       "denied: '1.jpg'"
+
+
+def grey_twins(tmp_path) -> tuple:
+    """An 8-bit greyscale ramp with dark tones, and the same picture as a 16-bit PNG and as a float TIFF."""
+    ramp = np.tile(np.concatenate([np.arange(0, 256), np.full(64, 4)]).astype(np.uint8), (24, 1))
+    Image.fromarray(ramp).save(tmp_path / "8-bit.png")
+    Image.fromarray(ramp.astype(np.uint16) * 257).save(tmp_path / "16-bit.png")
+    Image.fromarray(ramp.astype(np.float32) / 255).save(tmp_path / "float.tif")
+    assert [Image.open(tmp_path / name).mode for name in ("8-bit.png", "16-bit.png", "float.tif")] == ["L", "I;16", "F"]
+    return tmp_path / "8-bit.png", tmp_path / "16-bit.png", tmp_path / "float.tif"
+
+
+def test_16_bit_and_float_images_are_scaled_by_their_mode_not_by_their_pixels(tmp_path):
+    eight, sixteen, floating = grey_twins(tmp_path)
+    (reference,), brightness = load_rgb(eight, [32])
+    for twin in (sixteen, floating):
+        (array,), twin_brightness = load_rgb(twin, [32])
+        assert np.abs(array.astype(int) - reference).max() <= 1, twin  # within one grey level
+        assert twin_brightness == pytest.approx(brightness, abs=1 / 255)
+    # A dark 16-bit photo stays dark (it was stretched to white by its own maximum), a float one in [0, 1] bright
+    # (it was divided by 255), and float values outside [0, 1] are clipped.
+    Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(tmp_path / "dark.png")  # 1.5 % grey
+    Image.fromarray(np.full((8, 8), 0.8, dtype=np.float32)).save(tmp_path / "light.tif")
+    Image.fromarray(np.array([[-0.5, 1.5]] * 2, dtype=np.float32)).save(tmp_path / "out_of_range.tif")
+    assert (load_rgb(tmp_path / "dark.png", [4])[0][0] == 4).all()          # 1000 / 65535 * 255 = 3.9
+    assert (load_rgb(tmp_path / "light.tif", [4])[0][0] == 204).all()       # 0.8 * 255
+    clipped = load_rgb(tmp_path / "out_of_range.tif", [2])[0][0]
+    assert clipped.min() == 0 and clipped.max() == 255
