@@ -142,3 +142,11 @@ def test_metrics_with_no_positive_prediction_or_one_class():
     assert (none_predicted["precision"], none_predicted["recall"], none_predicted["f1"]) == (0, 0, 0)
     assert none_predicted["roc_auc"] == 0.5  # every score tied
     assert binary_metrics(torch.tensor([1.0, -1.0]), torch.ones(2))["roc_auc"] is None
+
+
+def test_roc_auc_ranks_confident_predictions_by_their_logits():
+    # float32 sigmoid is exactly 1.0 above a logit of about 17: by probabilities, the negative at 20 would tie with
+    # the positives at 25 and 30 (AUC 0.75); their logits order them, and every positive scores above every negative
+    logits, y = torch.tensor([20.0, 30.0, -1.0, 25.0]), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert torch.sigmoid(logits)[[0, 1, 3]].eq(1.0).all()
+    assert binary_metrics(logits, y)["roc_auc"] == 1.0
