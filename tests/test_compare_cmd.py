@@ -140,7 +140,7 @@ def test_report_without_models_or_images_says_why_and_links_its_pngs(tmp_path):
     text = report.read_text()
     assert "no significant difference in accuracy (McNemar p = 1" in text
     assert "**0.750** (0.598–0.858)" in text  # wilson_interval(30, 40), rounded
-    assert "## 1 test images became wrong" in text and "## 2 test images became right" in text
+    assert "## 1 test image became wrong" in text and "## 2 test images became right" in text
     assert f"| `{CATS[0]}` | cat | 0.300 | 0.700 |" in text
     assert "A's heatmaps are unavailable: no checkpoint was given for it" in text
     assert "the images are unavailable: data/prepared is missing: `dvc repro prepare`" in text

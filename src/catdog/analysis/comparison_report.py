@@ -29,6 +29,10 @@ REPORT = "report.md"
 PNGS = ("validation_curves.png", "confusion_a.png", "confusion_b.png", "newly_wrong.png", "newly_right.png")
 
 
+def _images(n: int) -> str:
+    return f"{n} test image{'' if n == 1 else 's'}"
+
+
 def _value(v) -> str:
     if v is None:
         return "–"
@@ -56,19 +60,22 @@ def metrics_table(c: Comparison) -> str:
 def params_table(c: Comparison) -> str:
     if not c.params_changed:
         return "No param differs."
+
+    def shown(v) -> str:
+        return "–" if v is None else str(v)  # as params.yaml writes it: 0.01, not the metrics' 0.010
+
     return "\n".join(["| param | A | B |", "|---|---|---|"]
-                     + [f"| `{k}` | {_value(va)} | {_value(vb)} |" for k, (va, vb) in c.params_changed.items()])
+                     + [f"| `{k}` | {shown(va)} | {shown(vb)} |" for k, (va, vb) in c.params_changed.items()])
 
 
 def paired_text(c: Comparison) -> str:
     if not c.paired:
         return f"**Not paired**: {c.unpaired}. McNemar's test needs both sides scored on the same test images; " \
                "no p-value is given."
-    n = c.a.n_test
-    return (f"Both sides scored the same {n} test images. {len(c.newly_right)} became right and "
-            f"{len(c.newly_wrong)} became wrong; the other {n - len(c.newly_right) - len(c.newly_wrong)} got the same "
-            f"verdict from both. McNemar's exact test on those {len(c.newly_right) + len(c.newly_wrong)} "
-            f"disagreements: p = {c.test.p_value:.4g}, "
+    n, flipped = c.a.n_test, len(c.newly_right) + len(c.newly_wrong)
+    return (f"Both sides scored the same {_images(n)}. {len(c.newly_right)} became right and "
+            f"{len(c.newly_wrong)} wrong; the other {n - flipped} got the same verdict from both. McNemar's exact "
+            f"test on the {flipped} disagreement{'' if flipped == 1 else 's'}: p = {c.test.p_value:.4g}, "
             f"{'significant' if c.significant else 'not significant'} at α = {ALPHA}.")
 
 
@@ -207,10 +214,10 @@ def write_report(c: Comparison, out: Path, root: Path | None = None) -> Path:
                              (c.newly_right, "became right (wrong in A, right in B)", PNGS[4])):
         if not c.paired:
             break
-        section = f"## {len(files)} test images {what}"
+        section = f"## {_images(len(files))} {what}"
         if files:
             shown = _largest_swing(c, files)
-            notes = gallery(c, shown, f"{len(files)} test images {what.split(' (')[0]}"
+            notes = gallery(c, shown, f"{_images(len(files))} {what.split(' (')[0]}"
                             + (f": the {len(shown)} whose probability moved most" if len(shown) < len(files) else ""),
                             out / png, root)
             section += f"\n\n![{what}]({png})\n\n" + "".join(f"- {note}\n" for note in notes)
