@@ -139,3 +139,15 @@ def test_occlusion_equals_captums_feature_ablation_on_the_same_patches(name):
         x.float() / 127.5 - 1, baselines=0.0, target=0, feature_mask=mask)[:, 0, ::patch, ::patch]
     upsampled = torch.nn.functional.interpolate(reference[:, None].float(), size=(24, 24), mode="bilinear")[:, 0]
     np.testing.assert_allclose(maps, upsampled.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_the_template_legend_names_the_positive_class(tmp_path, monkeypatch):
+    """A linear model's weights push the logit of classes[1]: red is towards it, whichever class data.positive_class
+    made it."""
+    shown = []
+    monkeypatch.setattr(attribution_figures, "save", lambda fig, path: shown.append(fig))
+    weights = np.random.default_rng(0).normal(size=(3, 8, 8)).astype(np.float32)
+    for classes in (["cat", "dog"], ["dog", "cat"]):
+        attribution_figures.learned("template", weights, "logistic", tmp_path / "learned.png", classes)
+    labels = [fig.axes[-1].get_ylabel() for fig in shown]  # the colour bar's axis, added last
+    assert labels == ["weight (red: towards dog, blue: towards cat)", "weight (red: towards cat, blue: towards dog)"]

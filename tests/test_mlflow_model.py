@@ -43,3 +43,22 @@ def test_the_logged_model_answers_as_catdog_predict(tmp_path, photos, kind):
         model.predict(pd.DataFrame({"image": [images["image"][0], base64.b64encode(b"not an image").decode()]}))
     with pytest.raises(MlflowException, match="image 0 is not base64"):
         model.predict(pd.DataFrame({"image": ["***"]}))
+
+
+def test_the_served_column_follows_the_positive_class(tmp_path, photos):
+    """A model trained with data.positive_class=cat (classes [dog, cat]) answers p_cat, its signature says so, and
+    label and p_cat agree."""
+    import torch
+
+    checkpoint_file = tmp_path / "model.pt"
+    save_checkpoint(checkpoint_file, "fc")
+    checkpoint = torch.load(checkpoint_file, weights_only=True)
+    torch.save({**checkpoint, "classes": ["dog", "cat"]}, checkpoint_file)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        mlflow_model.log(str(checkpoint_file), photos[0].read_bytes())  # the positive class read from the file
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert model.metadata.get_output_schema().input_names() == ["label", "p_cat"]
+    answer = model.predict(pd.DataFrame({"image": [base64.b64encode(p.read_bytes()).decode() for p in photos]}))
+    assert list(answer.columns) == ["label", "p_cat"]
+    assert list(answer["label"]) == ["cat" if p > 0.5 else "dog" for p in answer["p_cat"]]
