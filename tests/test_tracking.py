@@ -185,3 +185,28 @@ def test_no_helper_is_left_behind(tmp_path):
         assert time.time() < deadline, "the helper outlived its stage"
         time.sleep(0.2)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_logged_model_names_the_positive_class_of_its_checkpoint(tmp_path):
+    """The stage reads classes[1] from the checkpoint (the helper never imports torch) for the served column."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from test_export import save_checkpoint
+
+    save_checkpoint(tmp_path / "model.pt", "fc")
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save({**checkpoint, "classes": ["dog", "cat"]}, tmp_path / "model.pt")
+    np.save(tmp_path / "example.npy", np.full((3, 16, 16), 128, dtype=np.uint8))
+    code, _, stderr = stage_script(tmp_path, """
+        import numpy as np
+        runs.start_helper()
+        with runs.training_run("shallow", {"lr": 0.01}) as run:
+            run.log_model("model.pt", np.load("example.npy"))
+    """)
+    assert code == 0, stderr
+    _, run = the_run(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
+    assert info.signature.outputs.input_names() == ["label", "p_cat"]
