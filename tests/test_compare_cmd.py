@@ -133,6 +133,14 @@ def test_different_class_names_are_one_line():
         compare(a, b)
 
 
+def test_the_positive_class_is_the_one_whose_probability_predictions_csv_holds():
+    assert side("A", A_WRONG).classes == ["cat", "dog"]
+    cat_positive = Predictions.from_csv("file,actual,predicted,probability\na,dog,cat,0.8\nb,cat,cat,0.9\n")
+    assert Side("A", {}, {}, {}, cat_positive).classes == ["dog", "cat"]  # data.positive_class: cat
+    only_negative = Predictions.from_csv("file,actual,predicted,probability\na,dog,cat,0.2\nb,cat,cat,0.1\n")
+    assert Side("A", {}, {}, {}, only_negative).classes == ["cat", "dog"]
+
+
 def test_report_without_models_or_images_says_why_and_links_its_pngs(tmp_path):
     a = side("A", A_WRONG, history=[{"epoch": 1.0, "val_accuracy": 0.5}, {"epoch": 2.0, "val_accuracy": 0.6}])
     b = side("B", (A_WRONG - {3, 7}) | {0}, history=[{"epoch": 1.0, "val_accuracy": 0.55}])

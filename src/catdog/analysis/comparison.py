@@ -29,7 +29,7 @@ from catdog.analysis.evidence import (
     unpaired_reason,
     wilson_interval,
 )
-from catdog.config import ParamsLoader, flat
+from catdog.config import POSITIVE_CLASS, ParamsLoader, flat
 from catdog.paths import HISTORY_FILE, MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS, TRAIN_METRICS, repo_root
 
 WORKSPACE = "workspace"
@@ -67,8 +67,18 @@ class Side:
 
     @property
     def classes(self) -> list[str]:
-        """The class names, sorted as the data's folders are (the second is the positive one)."""
-        return sorted(set(self.predictions.actual) | set(self.predictions.predicted)) if self.predictions else []
+        """[negative, positive] class names. predictions.csv's probability is the positive class's, so the class
+        predicted above 0.5 is it; data.positive_class where no prediction tells (one class predicted throughout)."""
+        if not self.predictions:
+            return []
+        p = self.predictions
+        names = sorted(set(p.actual) | set(p.predicted))
+        positive = next((c for c, q in zip(p.predicted, p.probability) if q > 0.5), None)
+        negative = next((c for c, q in zip(p.predicted, p.probability) if q <= 0.5), None)
+        if positive is None:
+            positive = next((c for c in names if c != negative), None) if len(names) == 2 else None
+        positive = positive or self.params.get("data.positive_class", POSITIVE_CLASS)
+        return [c for c in names if c != positive] + [positive]
 
     def checkpoint(self) -> tuple[bytes | None, str]:
         """(the checkpoint's bytes, "") or (None, why it is unavailable)."""
