@@ -168,6 +168,10 @@ def test_revisions_experiments_and_workspace_and_the_gate(tmp_path):
     run(["git", "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/lucky", worse], repo)
     assert resolve("lucky", repo).rev == worse and resolve("lucky", repo).label == f"lucky ({worse[:7]})"
     assert resolve("HEAD~1", repo).rev == base
+    # no DVC cache here (a fresh CI clone): the report's heatmaps say why they are missing
+    assert resolve("HEAD~1", repo).checkpoint() == \
+        (None, f"models/model.pt of {base[:7]} is not in the DVC cache (PathMissingError): `dvc pull` it, or "
+               "`dvc repro` at that commit")
     # significantly worse: exit 1, one line, after the summary
     result = catdog(["HEAD~1", "HEAD", "--fail-on-regression"], repo)
     assert result.returncode == 1 and "B is significantly worse than A" in result.stdout
