@@ -43,7 +43,9 @@ def _value(v) -> str:
 
 def _delta(va, vb) -> str:
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
-    return f"{vb - va:+.3f}" if numbers and vb != va else ("0" if numbers else "")
+    if not numbers or vb == va:
+        return "0" if numbers else ""
+    return f"{vb - va:+d}" if isinstance(va, int) and isinstance(vb, int) else f"{vb - va:+.3f}"
 
 
 def metrics_table(c: Comparison) -> str:
