@@ -21,7 +21,7 @@ from catdog.config import processes
 from catdog.data.images import discover
 from catdog.data.prepared import prepare
 from catdog.training import distributed
-from conftest import ROOT, pipeline_env, write_image
+from conftest import ROOT, pipeline_env, run, write_image
 
 # 48 images: 5 test, 12 validation and 31 training images in batches of 5, so that two processes split every
 # batch unevenly (3 and 2 images, weighted 6/5 and 4/5) and the last batch holds one image, which leaves the second
@@ -32,7 +32,7 @@ MODEL = {"arch": "fc", "hidden": [8], "input_size": 16, "optimizer": "adam", "lr
 
 def params(**train) -> dict:
     return {"seed": 1, "model": "small", "models": {"small": MODEL, "numpy_small": {**MODEL, "arch": "numpy"}},
-            "data": {"sizes": [16], "train_fraction": 1.0},
+            "data": {"images": "images", "sizes": [16], "train_fraction": 1.0},
             "train": {"device": "cpu", "processes": 1, "sweep": "", **train}}
 
 
@@ -47,12 +47,18 @@ def prepared(tmp_path_factory):
     files, labels, classes = discover(root / "images")
     prepare(files, labels, classes, root / "images", sizes=[16], val_fraction=0.25, test_fraction=0.1, seed=1,
             out_dir=root / "data" / "prepared", workers=1)
+    # The training run logs DVC's md5 of data/prepared from dvc.lock: recorded as a user records data prepared
+    # outside DVC, with `dvc commit` of a stage that declares it.
+    (root / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: 'false'\n    outs: [data/prepared]\n")
+    run(["dvc", "init", "-q", "--no-scm"], root)
+    run(["dvc", "commit", "-q", "-f", "prepare"], root)
     return root
 
 
 def workdir(prepared, name, **train):
     folder = prepared / name
     shutil.copytree(prepared / "data", folder / "data")
+    shutil.copy(prepared / "dvc.lock", folder / "dvc.lock")
     (folder / "params.yaml").write_text(yaml.safe_dump(params(**train)))
     return folder
 

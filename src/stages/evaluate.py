@@ -25,7 +25,8 @@ from catdog.paths import MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS  # noqa: E40
 
 
 def main() -> None:
-    with runs.resumed_run() as run:  # first: its helper process starts MLflow while this one evaluates
+    # first: its helper process starts MLflow while this one evaluates; the test split is its dataset input
+    with runs.resumed_run(images=load_params()["data"]["images"]) as run:
         evaluate(run)
 
 

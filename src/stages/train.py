@@ -70,7 +70,7 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
     trial = tune_trial.current()  # a trial of `catdog tune`: report each epoch, stop when pruned
     report_epoch = tune_trial.Reporter(trial) if trial else None
     with runs.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or ""),
-                           trial=trial) as run:
+                           trial=trial, images=params["data"]["images"]) as run:
         start = time.perf_counter()
 
         def on_epoch(row: dict) -> None:

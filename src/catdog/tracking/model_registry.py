@@ -3,10 +3,13 @@ model, with an alias pointing at it (`catdog register` chooses the experiment).
 
 The MLflow run that trained the experiment's model (its models/run.json, else the tag dvc_exp_name) must hold an
 MLflow Model (every run logged since catdog logs one does). Its model becomes a new version of the registered model
-`catdog`, tagged with the DVC experiment, git commit and test metrics, and the alias `champion` points at it:
-`catdog predict --model models:/catdog@champion`, `mlflow models serve -m models:/catdog@champion`.
+`catdog`, tagged with its lineage (lineage_tags: the DVC experiment, git commit, data digest, test accuracy with its
+interval, pointing game) and described by the commands that reproduce it (reproduce_description), and the alias
+`champion` points at it: `catdog predict --model models:/catdog@champion`, `mlflow models serve -m
+models:/catdog@champion`.
 """
 
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -75,6 +78,46 @@ def against_champion(experiment: Experiment, name: str = REGISTERED_MODEL,
     return compare(champion, candidate), ""
 
 
+def _data_inputs(run) -> list:
+    return [i.dataset for i in (run.inputs.dataset_inputs if run.inputs else [])]
+
+
+def lineage_tags(experiment: Experiment, run) -> dict:
+    """Where the version came from and how good it was: the DVC experiment and its commits, the git commit it
+    trained at, the data (its name and DVC's md5 of data/prepared, as the run's dataset inputs hold them), the
+    run, validation accuracy, and every test metric (accuracy_ci_low/high, pointing_game among them) with the
+    accuracy's 95 % interval also as one readable tag."""
+    datasets = _data_inputs(run)
+    test = experiment.test
+    tags = {"dvc_exp_name": experiment.name, "dvc_exp_rev": experiment.rev, "dvc_exp_baseline_rev":
+            experiment.baseline_rev, "git_commit": run.data.tags.get("git_commit", ""), "model": experiment.model,
+            "run_id": run.info.run_id, "best_val_accuracy": str(experiment.train["best_val_accuracy"]),
+            # dvc.lock's md5 of data/prepared; "not logged" for a run logged before catdog logged its data
+            "data_digest": datasets[0].digest if datasets else "not logged",
+            "data": datasets[0].name.rsplit(":", 1)[0] if datasets else str(experiment.params.get("data.images")),
+            **{f"test_{k}": str(v) for k, v in test.items()}}
+    if {"accuracy", "accuracy_ci_low", "accuracy_ci_high"} <= test.keys():
+        tags["test_accuracy_95ci"] = f"{test['accuracy']} [{test['accuracy_ci_low']}, {test['accuracy_ci_high']}]"
+    return tags
+
+
+def reproduce_description(experiment: Experiment, tags: dict) -> str:
+    """The version's description: what it is, and the commands that fetch or retrain it in a clone."""
+    changed = [f"-S {shlex.quote(f'{key}={value}')}" for key, value in sorted(experiment.params.items())
+               if value != experiment.baseline.get(key)]
+    interval = tags.get("test_accuracy_95ci", tags.get("test_accuracy", "?"))
+    return "\n".join([
+        f"DVC experiment {experiment.name} ({experiment.model}) of commit {experiment.baseline_rev[:7]}, data "
+        f"{tags['data']} (DVC md5 of data/prepared {tags['data_digest']}); test accuracy {interval}, pointing game "
+        f"{tags.get('test_pointing_game', 'not measured')}.",
+        "Fetch it, outputs included (from the clone that ran it: `dvc exp push origin "
+        f"{experiment.name}`):",
+        f"    dvc exp pull origin {experiment.name} && dvc exp apply {experiment.name}",
+        "Train it again (the same bytes on the same kind of CPU):",
+        f"    git checkout {experiment.baseline_rev} && dvc pull && dvc exp run {' '.join(changed)}".rstrip(),
+    ])
+
+
 def register(experiment: Experiment, name: str = REGISTERED_MODEL, alias: str = ALIAS):
     """A new version of `name` from the experiment's MLflow Model, `alias` pointing at it; nothing is left
     registered if a step fails."""
@@ -87,10 +130,7 @@ def register(experiment: Experiment, name: str = REGISTERED_MODEL, alias: str = 
         if not models:
             raise CatdogError(f"MLflow run {run.info.run_id} ({experiment.name}) has no MLflow Model: it was "
                               "logged before catdog logged one; train it again (`dvc exp run` with its params)")
-        tags = {"dvc_exp_name": experiment.name, "git_commit": run.data.tags.get("git_commit", ""),
-                "model": experiment.model, "run_id": run.info.run_id,
-                "best_val_accuracy": str(experiment.train["best_val_accuracy"]),
-                **{f"test_{k}": str(v) for k, v in experiment.test.items()}}
+        tags = lineage_tags(experiment, run)
         try:
             mlflow_client.get_registered_model(name)
         except MlflowException:
@@ -98,6 +138,7 @@ def register(experiment: Experiment, name: str = REGISTERED_MODEL, alias: str = 
                                                   f"@{alias} is the best by validation accuracy")
         model_id = models[-1].model_id
         version = mlflow_client.create_model_version(name, f"models:/{model_id}", run.info.run_id, tags=tags,
+                                                     description=reproduce_description(experiment, tags),
                                                      model_id=model_id)  # a tracking server asks for both
         try:
             mlflow_client.set_registered_model_alias(name, alias, version.version)

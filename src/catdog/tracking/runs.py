@@ -10,6 +10,11 @@ The helper tries the store first, as soon as it has imported MLflow (one short r
 said in seconds, not after MLflow's minutes of retries), and says "open" on a pipe of its own once the stage's run
 is open; the stage waits for that before it trains. So a store that cannot be used stops the stage before its
 first epoch, with one line naming the store, what failed and the fix, and nothing is trained for nothing.
+
+A run's data are its MLflow dataset inputs: one per split, named after the data.images folder, its digest DVC's md5
+of data/prepared (data.lineage), its context training, validation or test. A training run also logs MLflow's
+system metrics (CPU, memory, disk, network, and each NVIDIA GPU's where pynvml finds one) from this helper, every
+SYSTEM_METRICS_INTERVAL seconds: they are the machine's, not a process's, so the helper measures the stage too.
 """
 
 import contextlib
@@ -23,7 +28,8 @@ import sys
 from pathlib import Path
 
 from catdog import CatdogError
-from catdog.paths import RUN_FILE
+from catdog.data.lineage import prepared_digest
+from catdog.paths import RUN_FILE, repo_root
 from catdog.tracking.store import (
     experiment_id,
     first_line,
@@ -39,6 +45,11 @@ from catdog.tracking.store import (
 ABANDON = signal.SIGUSR1  # stage -> helper: skip the calls still queued, end the run
 HELPER_TIMEOUT = 600  # seconds a finished stage waits for its helper to log what it was sent (artifacts included)
 OPEN_TIMEOUT = 300  # seconds a stage waits for its run to open: MLflow's import, the store's first request, the run
+# MLflow's default is 10 s, which leaves a training of a few seconds without any; one sample a second costs the niced
+# helper a few milliseconds. MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
+SYSTEM_METRICS_INTERVAL = "1"
+TRAINING_SPLITS = {"train": "training", "val": "validation"}  # split -> the dataset input's context
+TEST_SPLITS = {"test": "test"}
 
 
 _started = None  # the helper start_helper started, until a run takes it
@@ -192,21 +203,27 @@ def _helped(opening: dict):
     run.close("FINISHED")
 
 
-def training_run(model_name: str, params: dict, sweep: str = "", trial: dict | None = None):
+def training_run(model_name: str, params: dict, sweep: str = "", trial: dict | None = None,
+                 images: str | None = None):
     """A new run tagged with the model, the git commit, the DVC experiment and the sweep (train.sweep, so that
-    the MLflow UI filters a grid search with `tags.sweep = '...'`), with params logged; its id goes to RUN_FILE.
-    trial: a `catdog tune` trial (tuning.trial.current()), whose run is a child of its study's run."""
+    the MLflow UI filters a grid search with `tags.sweep = '...'`), with params logged and system metrics logged
+    while it is open; its id goes to RUN_FILE. trial: a `catdog tune` trial (tuning.trial.current()), whose run
+    is a child of its study's run. images: data.images, logged with the train and val splits as dataset inputs
+    (a dvc.lock without data/prepared's md5 stops the stage before it trains)."""
     return _helped({"start": {"model": model_name, "params": params, "sweep": sweep, "trial": trial,
-                              "run_name": os.environ.get("DVC_EXP_NAME", "") or model_name}})
+                              "run_name": os.environ.get("DVC_EXP_NAME", "") or model_name},
+                    "datasets": images and {"images": images, "splits": TRAINING_SPLITS}})
 
 
-def resumed_run():
+def resumed_run(images: str | None = None):
     """The run that trained the current model (RUN_FILE), reopened. If the store does not hold it, the helper
     warns and logs nothing. It keeps the status it had: evaluate or plot failing does not undo the training. The
-    stage does not wait for it: a store that cannot be used stops it at its next call."""
+    stage does not wait for it: a store that cannot be used stops it at its next call. images: data.images, logged
+    with the test split as a dataset input."""
     if not RUN_FILE.is_file():
         raise CatdogError(f"{RUN_FILE} is missing: train a model first (`dvc repro train`)")
-    return _helped({"resume": RUN_FILE.read_text()})
+    return _helped({"resume": RUN_FILE.read_text(),
+                    "datasets": images and {"images": images, "splits": TEST_SPLITS}})
 
 
 # ------------------------------------------------------------------------------------------- the helper process
@@ -229,12 +246,32 @@ def _try_store(mlflow) -> None:
         probe(mlflow_client, uri)
 
 
+def _datasets(datasets: dict | None) -> list:
+    """The run's dataset inputs as (MetaDataset, context): one per split, so that each context is its own input
+    (MLflow keeps one input per name and digest in a run). Read before the run opens: a dvc.lock without the md5
+    stops the stage before it trains, and leaves no run."""
+    if not datasets:
+        return []
+    import json
+
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digest, images = prepared_digest(), datasets["images"]
+    # The folder in the user's repository, not in a queued experiment's temporary copy, which is gone once the run
+    # ends. MLflow's "local" source by its type: resolving a path would warn that two sources could take it.
+    folder = (repo_root() / images).as_posix()
+    source = get_dataset_source_from_json(json.dumps({"uri": folder}), source_type="local")
+    return [(MetaDataset(source, name=f"{images}:{split}", digest=digest), context)
+            for split, context in datasets["splits"].items()]
+
+
 def _git_commit() -> str:
     result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def _open(mlflow, opening: dict):
+def _open(mlflow, opening: dict, datasets: list):
     """The run to log into and the status to end it with when the stage sends none; None: log nothing."""
     import json
 
@@ -247,7 +284,9 @@ def _open(mlflow, opening: dict):
         except mlflow.exceptions.MlflowException:
             print(f"catdog: warning: MLflow run {run_id} is not in {uri}; not logging to MLflow", file=sys.stderr)
             return None, None
-        return mlflow.start_run(run_id=run_id), status
+        run = mlflow.start_run(run_id=run_id)
+        _log_inputs(mlflow, datasets)
+        return run, status
     start, commit = opening["start"], _git_commit()
     tags = {"model": start["model"], "git_commit": commit, "mlflow.source.git.commit": commit,
             "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
@@ -259,14 +298,24 @@ def _open(mlflow, opening: dict):
         tags.update({"optuna_study": trial["study"], "optuna_trial": str(trial["number"])})
         if trial.get("parent_run_id"):
             tags["mlflow.parentRunId"] = trial["parent_run_id"]
-    run = mlflow.start_run(experiment_id=experiment_id(), run_name=start["run_name"], tags=tags)
+    # System metrics while it trains; MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false turns them off.
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_INTERVAL)
+    system_metrics = None if "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING" in os.environ else True
+    run = mlflow.start_run(experiment_id=experiment_id(), run_name=start["run_name"], tags=tags,
+                           log_system_metrics=system_metrics)
     try:
         mlflow.log_params(start["params"])
+        _log_inputs(mlflow, datasets)
         write_json(RUN_FILE, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
     except BaseException:
         mlflow.end_run("FAILED")
         raise
     return run, None
+
+
+def _log_inputs(mlflow, datasets: list) -> None:
+    if datasets:
+        mlflow.log_inputs([d for d, _ in datasets], [c for _, c in datasets], [None] * len(datasets))
 
 
 _abandoned = []  # set by ABANDON: the stage failed or was stopped; skip the queued calls and end the run
@@ -283,7 +332,7 @@ def _serve(stream, news) -> None:
         opening = pickle.load(stream)
     except (EOFError, pickle.UnpicklingError):  # the stage stopped before it opened a run
         return
-    run, keep_status = _open(mlflow, opening)
+    run, keep_status = _open(mlflow, opening, _datasets(opening.get("datasets")))
     _say(news, "open")
     if run is not None and "start" in opening:
         # A training run ends with log_model, which imports mlflow.pyfunc and pandas (0.6 s): now, while the model
@@ -334,6 +383,10 @@ if __name__ == "__main__":
     # Logging can wait, training cannot: on a busy CPU the stage's threads go first (measured: a 10-epoch logistic
     # fit took 1.8 s beside a helper of equal priority, 0.9 s beside this one), and the stage waits at the end.
     os.nice(10)
+    # MLflow's system metrics say "Started monitoring" and the like at INFO on the stage's stderr: not the user's news.
+    import logging
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     # Ctrl-C in a terminal reaches the whole process group: the stage decides how its run ends, and says so.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
