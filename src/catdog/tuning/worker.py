@@ -22,6 +22,7 @@ from pathlib import Path
 from catdog import CatdogError
 from catdog.paths import repo_root
 from catdog.tuning import space as search_space
+from catdog.tuning.remote import check_remotes
 from catdog.tuning.study import (
     Heartbeat,
     next_trial,
@@ -57,6 +58,8 @@ class Worker:
         check_space(self.params, self.model, self.space)
         self.root = repo_root()
         check_repository(self.root)
+        if self.push:  # before the study opens: a remote that cannot take the trials stops the worker now
+            check_remotes(self.root, self.push)
         self.url = storage_url(self.storage)
         self.optuna_storage = open_storage(self.url)
         self.study = open_study(self.optuna_storage, self.url, self.study_name, self.model, self.tune)
