@@ -87,6 +87,16 @@ def run(args, cwd, check=True) -> subprocess.CompletedProcess:
 TINY = {"synthetic.n_images": 40, "epochs": 2}
 
 
+def committed_params() -> dict:
+    """params.yaml as committed at HEAD, never the workspace's: a failed `dvc exp run -S model=typo` leaves its value
+    in the workspace's params.yaml (docs/experiments.md), and a test must not fail on what a user tried."""
+    from catdog.config import ParamsLoader
+
+    text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    return yaml.load(text, Loader=ParamsLoader)
+
+
 def copy_repo(dest):
     """The files git would commit (tracked and untracked, not ignored), as a fresh clone would have them."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -95,7 +105,7 @@ def copy_repo(dest):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params = committed_params()
     params["synthetic"]["n_images"] = TINY["synthetic.n_images"]
     for cfg in params["models"].values():
         cfg["epochs"] = TINY["epochs"]

@@ -1,17 +1,19 @@
 """Where a model looks: the localisation scores on maps with known answers, Grad-CAM and occlusion on models
 built so that only one region can matter, and every model's attribution_figures."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from catdog.analysis import attribution, attribution_figures
-from catdog.config import load_params
 from catdog.models.architectures import build_model
-from conftest import ROOT
+from catdog.models.registry import OCCLUSION, REGISTRY, GradCam, example_entry, gradcam_layer_path
+from conftest import committed_params
 
-MODELS = load_params(ROOT / "params.yaml")["models"]
+MODELS = committed_params()["models"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -65,7 +67,7 @@ def test_gradcam_peaks_where_the_model_looks():
         logits = model(x.float() / 127.5 - 1)[:, 0]
     targets = (logits > 0).numpy().astype(int)  # explain the class each image gets: positive evidence exists
     maps = attribution._gradcam(model, x, torch.tensor(np.where(targets == 1, 1.0, -1.0)).view(-1, 1),
-                                torch.device("cpu"))
+                                torch.device("cpu"), model.relu)
     assert maps.shape == (6, 16, 16) and maps.max() > 0
     corner = np.array([[0, 0, 8, 8]] * 6, dtype=np.float32)
     assert attribution.peak_in_box(maps, corner).all()
@@ -119,6 +121,39 @@ def test_every_model_has_its_pictures(tmp_path, name):
     attribution_figures.heatmap_gallery(x, maps, ["a\nb"] * 4, name, tmp_path / "heatmaps.png", boxes)
     for png in ("learned.png", "heatmaps.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
+def test_every_registered_architecture_is_attributed_as_its_registration_says(monkeypatch, arch):
+    cfg = example_entry(arch)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    model = build_model(cfg, arch, load_weights=False)
+    ran = []
+    for name in ("_gradcam", "_occlusion"):
+        real = getattr(attribution, name)
+        monkeypatch.setattr(attribution, name, lambda *args, real=real, name=name: ran.append(name) or real(*args))
+    maps = attribution.attribute(model, cfg, images(3, 32), np.array([0, 1, 0]))
+    registered = REGISTRY[arch].attribution
+    assert ran == ["_gradcam" if isinstance(registered, GradCam) else "_occlusion"]
+    assert maps.shape == (3, 32, 32) and np.isfinite(maps).all()
+    if isinstance(registered, GradCam):  # the layer is a block of feature maps, not the pooled vector
+        shapes = []
+        layer = attribution.gradcam_layer(model, gradcam_layer_path(cfg))
+        layer.register_forward_hook(lambda module, inputs, output: shapes.append(output.shape))
+        model(torch.zeros(1, 3, 32, 32))
+        assert len(shapes) == 1 and len(shapes[0]) == 4 and shapes[0][-1] > 0
+
+
+def test_a_new_architecture_gets_the_attribution_it_registers(monkeypatch):
+    """A CNN registered under another name with Grad-CAM is explained by Grad-CAM: no name is special."""
+    monkeypatch.setitem(REGISTRY, "tinyvgg", dataclasses.replace(REGISTRY["cnn"], attribution=GradCam("-5")))
+    cfg = {**example_entry("cnn"), "arch": "tinyvgg"}
+    assert attribution.method(cfg) == "gradcam"
+    monkeypatch.setitem(REGISTRY, "tinyvgg", dataclasses.replace(REGISTRY["cnn"], attribution=OCCLUSION))
+    assert attribution.method(cfg) == "occlusion"
+    model = build_model(cfg, "tinyvgg")
+    assert attribution.attribute(model, cfg, images(2, 32), np.array([0, 1])).shape == (2, 32, 32)
 
 
 @pytest.mark.parametrize("name", ["logistic", "shallow", "numpy_deep"])

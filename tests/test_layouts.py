@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from catdog import CatdogError
-from catdog.config import check_data, load_params
+from catdog.config import check_data
 from catdog.data.images import class_name, discover, is_split
 from catdog.data.prepared import load_split, prepare, report
-from conftest import ROOT, write_image
+from conftest import ROOT, committed_params, write_image
 from test_messy_data import run_prepare
 
 CAT, DOG = (60, 60, 60), (200, 200, 200)  # dark cats, bright dogs: a label can be checked from the pixels
@@ -153,7 +153,7 @@ def test_a_positive_class_that_is_not_a_class_names_the_classes_found(tmp_path):
 
 @pytest.mark.parametrize("value", [None, 3, "", "cats/dogs", ["dog"]])
 def test_the_check_stage_refuses_a_positive_class_of_the_wrong_form(value):
-    params = load_params(ROOT / "params.yaml")
+    params = committed_params()
     assert params["data"]["positive_class"] == "dog"
     check_data(params)
     params["data"]["positive_class"] = value

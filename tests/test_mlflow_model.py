@@ -23,7 +23,7 @@ def photos(tmp_path):
     return files
 
 
-@pytest.mark.parametrize("kind", list(TINY))
+@pytest.mark.parametrize("kind", TINY)
 def test_the_logged_model_answers_as_catdog_predict(tmp_path, photos, kind):
     checkpoint_file = tmp_path / "model.pt"
     save_checkpoint(checkpoint_file, kind)

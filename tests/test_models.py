@@ -5,16 +5,16 @@ import torch
 from torch import nn
 
 from catdog import CatdogError
-from catdog.config import load_params
 from catdog.data.tensors import Split
 from catdog.device import DevicePolicy
 from catdog.inference.forward import predict
 from catdog.models.architectures import ARCHITECTURES, MultiTask, build_model
 from catdog.models.pretrained import sha256
+from catdog.models.registry import REGISTRY, check_entry, example_entry
 from catdog.training.loop import fit, losses, seed_everything
-from conftest import ROOT
+from conftest import committed_params
 
-MODELS = load_params(ROOT / "params.yaml")["models"]
+MODELS = committed_params()["models"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,8 +66,23 @@ def test_logistic_regression_is_one_linear_layer_on_the_flattened_image():
     assert [(m.in_features, m.out_features) for m in layers] == [(128 * 128 * 3, 1)]
 
 
-def test_every_model_entry_names_a_registered_architecture():
-    assert {cfg["arch"] for cfg in MODELS.values()} <= set(ARCHITECTURES)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_entry_passes_its_architectures_check(name):
+    check_entry(name, MODELS[name])
+
+
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
+def test_every_registered_architecture_builds_outputs_and_learns(arch):
+    """Its registration names a builder, and its example entry builds a model that learns in the real loop."""
+    assert ARCHITECTURES[arch].__name__ == REGISTRY[arch].builder
+    cfg = {**example_entry(arch), "epochs": 10}
+    seed_everything(0)
+    model = build_model(cfg, f"example_{arch}")  # a pretrained one with its ImageNet weights (installed offline)
+    assert model(torch.rand(5, 3, 32, 32) * 2 - 1).shape[0] == 5
+    data = tiny_split(32)
+    history = fit(model, cfg, data, data, torch.device("cpu"), seed=0)
+    losses_per_epoch = [row["train_loss"] for row in history.rows]
+    assert losses_per_epoch[-1] < losses_per_epoch[0] - 1e-3, losses_per_epoch
 
 
 def test_multitask_loss_is_the_weighted_sum_of_bce_and_mse():
@@ -92,10 +107,12 @@ def test_multitask_history_carries_both_losses():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"arch": "multitask", "loss_weights": {"classification": 1}}, "loss_weights=.* must map classification"),
-    ({"arch": "numpy", "activations": ["relu", "softmax"]}, "models.bad cannot be built: .*activation"),
+    ({"arch": "multitask", "loss_weights": {"classification": 1}}, "models.bad.loss_weights=.* must be "
+                                                                   r"\{classification: w1, brightness: w2\}"),
+    ({"arch": "numpy", "activations": ["relu", "softmax"]}, "models.bad.activations=.* each one of relu, tanh"),
     ({"arch": "cnn", "channels": [8, 8, 8, 8], "input_size": 8}, "input_size=8 is too small for 4 pooling blocks"),
     ({**MODELS["mobilenet_v2_frozen"], "input_size": 16}, "input_size=16 is too small for mobilenet_v2"),
+    ({"arch": "cnn"}, "models.bad.channels is missing: arch cnn needs it, a non-empty list"),
 ])
 def test_a_model_that_cannot_be_built_is_one_clear_line(changes, message):
     with pytest.raises(CatdogError, match=message):

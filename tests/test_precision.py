@@ -8,16 +8,16 @@ import torch
 from torch import nn
 
 from catdog import CatdogError, device
-from catdog.config import load_params, precision_name
+from catdog.config import precision_name
 from catdog.data.tensors import Split
 from catdog.device import DevicePolicy, autocast_dtype
 from catdog.inference.forward import predict
 from catdog.models.architectures import build_model
 from catdog.training.features import backbone_features, feature_cache_path
 from catdog.training.loop import fit, seed_everything
-from conftest import ROOT
+from conftest import committed_params
 
-PARAMS = load_params(ROOT / "params.yaml")
+PARAMS = committed_params()
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 NO_BF16 = "train.precision=bfloat16: this CPU has no native bf16 (avx512_bf16/amx_bf16); use float32 or auto"
 

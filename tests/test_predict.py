@@ -11,12 +11,11 @@ from PIL import Image
 
 from catdog import CatdogError
 from catdog.commands import predict
-from catdog.config import load_params
 from catdog.data.decode import load_rgb
 from catdog.models.architectures import build_model
-from conftest import ROOT, pipeline_env, write_image
+from conftest import committed_params, pipeline_env, write_image
 
-MODELS = load_params(ROOT / "params.yaml")["models"]
+MODELS = committed_params()["models"]
 
 
 def build(name, load_weights=True, **changes):

@@ -5,16 +5,15 @@ import copy
 import numpy as np
 import torch
 
-from catdog.config import load_params
 from catdog.data.prepared import train_subset
 from catdog.data.tensors import Split, to_input
 from catdog.inference.forward import predict
 from catdog.models.architectures import build_model
 from catdog.training.features import backbone_features
 from catdog.training.loop import augment, fit, seed_everything
-from conftest import ROOT
+from conftest import committed_params
 
-MODELS = load_params(ROOT / "params.yaml")["models"]
+MODELS = committed_params()["models"]
 CPU = torch.device("cpu")
 
 

@@ -12,14 +12,14 @@ import yaml
 from torch import nn
 
 from catdog import CatdogError
-from catdog.config import load_params, model_config
+from catdog.config import model_config
 from catdog.device import DevicePolicy
 from catdog.models.architectures import build_model
 from catdog.models.pretrained import backbone, resnet18_weights_path
 from catdog.training import features
-from conftest import ROOT
+from conftest import ROOT, committed_params
 
-PARAMS = load_params(ROOT / "params.yaml")
+PARAMS = committed_params()
 
 
 @pytest.fixture

@@ -13,20 +13,10 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}  # a model entry's optimizer: the to
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # train.precision; what each does: device.autocast_dtype
 INFERENCE = ("auto", "torch", "onnxruntime")  # train.inference; what auto picks: inference.forward.engine_for
-MODEL_KEYS = ("arch", "input_size", "optimizer", "lr", "batch_size", "epochs")
+DATA_KEYS = ("images", "sizes", "val_fraction", "test_fraction", "positive_class", "boxes", "train_fraction")
+TRAIN_KEYS = ("device", "precision", "inference", "processes", "seed", "sweep")
 POSITIVE_CLASS = "dog"  # data.positive_class when params.yaml has none
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def architectures() -> list[str]:
-    """The names in models.architectures.ARCHITECTURES, read from the source: importing it imports torch, a second
-    of the `check` stage, which runs whenever a param changes. tests/test_config.py holds the two equal."""
-    import ast
-
-    tree = ast.parse((Path(__file__).parent / "models" / "architectures.py").read_text())
-    registry = next(node.value for node in tree.body if isinstance(node, ast.Assign)
-                    and any(getattr(target, "id", None) == "ARCHITECTURES" for target in node.targets))
-    return [key.value for key in registry.keys]
 
 
 class ParamsLoader(yaml.SafeLoader):
@@ -48,35 +38,16 @@ def load_params(path: Path = PARAMS_FILE) -> dict:
 
 
 def model_config(params: dict) -> tuple[str, dict]:
-    """The chosen model's name and entry, checked so that a typo fails in a second, not after an epoch."""
+    """The chosen model's name and entry. Its keys are checked against its architecture by
+    models.registry.check_entry (the `check` stage, and build_model)."""
     models = params.get("models") or {}
     name = params.get("model")
     if not isinstance(name, str) or name not in models:
         raise CatdogError(f"model={name!r} is not an entry of `models`; valid: {', '.join(sorted(models))}")
     cfg = models[name]
-    for key in MODEL_KEYS:
-        if key not in cfg:
-            raise CatdogError(f"models.{name}.{key} is missing; every model entry needs {', '.join(MODEL_KEYS)}")
-    if cfg["arch"] not in architectures():
-        raise CatdogError(f"models.{name}.arch={cfg['arch']!r} is unknown; valid: {', '.join(sorted(architectures()))}")
-    if cfg["optimizer"] not in OPTIMIZERS:
-        raise CatdogError(f"models.{name}.optimizer={cfg['optimizer']!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
-    if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
-        raise CatdogError(f"models.{name}.lr={cfg['lr']!r} must be a positive number")
-    decay = cfg.get("weight_decay", 0.0)
-    if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay >= 0):
-        raise CatdogError(f"models.{name}.weight_decay={decay!r} must be a number >= 0 (0: no weight decay)")
-    if decay and cfg["arch"] == "numpy":
-        raise CatdogError(f"models.{name} (arch numpy) has no weight decay: remove models.{name}.weight_decay")
+    if not (isinstance(cfg, dict) and "arch" in cfg):
+        raise CatdogError(f"models.{name} must be a mapping with an `arch` and the keys it needs, not {cfg!r}")
     check_weights_pin(name, cfg)
-    if not (isinstance(cfg["epochs"], int) and cfg["epochs"] > 0):
-        raise CatdogError(f"models.{name}.epochs={cfg['epochs']!r} must be a positive integer")
-    if not ((isinstance(cfg["batch_size"], int) and cfg["batch_size"] > 0) or cfg["batch_size"] == "full"):
-        raise CatdogError(f"models.{name}.batch_size={cfg['batch_size']!r} must be a positive integer or 'full'")
-    size = cfg["input_size"]
-    if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096):
-        raise CatdogError(f"models.{name}.input_size={size!r} must be a square side in pixels from 8 to 4096 "
-                          f"(data.sizes={params['data']['sizes']} are prepared ahead, others on first use)")
     return name, cfg
 
 
@@ -117,13 +88,41 @@ def positive_class(data: dict) -> str:
 
 
 def check_synthetic(params: dict) -> None:
-    n_images = params["synthetic"].get("n_images")
-    if not (isinstance(n_images, int) and n_images >= 2):
+    synthetic = _section(params, "synthetic", ("n_images", "seed"))
+    n_images = synthetic.get("n_images")
+    if not (_integer(n_images) and n_images >= 2):
         raise CatdogError(f"synthetic.n_images={n_images!r} must be an integer >= 2")
+    if not _seed(synthetic.get("seed", 0)):
+        raise CatdogError(f"synthetic.seed={synthetic.get('seed')!r} must be an integer from 0 to 2**32 - 1")
+
+
+def _section(params: dict, section: str, known: tuple[str, ...]) -> dict:
+    """params[section], a mapping whose keys are all in `known`: a misspelt key would silently be a default."""
+    value = params.get(section)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CatdogError(f"{section}={value!r} must be a mapping of keys ({', '.join(known)})")
+    for key in value:
+        if key not in known:
+            raise CatdogError(f"{section}.{key} is not a key of {section}: remove it or fix its spelling; valid: "
+                              f"{', '.join(known)}")
+    return value
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not _fraction(value):
+            raise CatdogError(f"data.{key}={value!r} must be a number in (0, 1), e.g. 0.1")
+    if not val_fraction + test_fraction < 1:
         raise CatdogError(
             f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must each be in (0, 1) "
             "and sum to less than 1"
@@ -132,15 +131,21 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 def check_data(params: dict) -> None:
     """The `data` section: the split fractions, the cached sizes, the positive class's form and the boxes file."""
-    data = params["data"]
+    data = _section(params, "data", DATA_KEYS)
+    for key in ("images", "sizes", "val_fraction", "test_fraction"):
+        if key not in data:
+            raise CatdogError(f"data.{key} is missing: every run needs {', '.join(DATA_KEYS[:4])} (docs/data.md)")
+    if not (isinstance(data["images"], str) and data["images"].strip()):
+        raise CatdogError(f"data.images={data['images']!r} must be the path of a folder of labelled images, e.g. "
+                          "data/synthetic (docs/data.md)")
     check_fractions(data["val_fraction"], data["test_fraction"])
     positive_class(data)
     train_fraction = data.get("train_fraction", 1.0)
-    if not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
+    if not (_fraction(train_fraction) or train_fraction == 1):
         raise CatdogError(f"data.train_fraction={train_fraction!r} must be in (0, 1]: the share of the training "
                           "split to train on")
     sizes = data["sizes"]
-    if not (isinstance(sizes, list) and sizes and all(isinstance(s, int) and s >= 8 for s in sizes)):
+    if not (isinstance(sizes, list) and sizes and all(_integer(s) and 8 <= s <= 4096 for s in sizes)):
         raise CatdogError(f"data.sizes={sizes!r} must be a list of square sizes in pixels, each >= 8, e.g. [64, 128]")
     check_boxes(data)
 
@@ -176,6 +181,13 @@ def training_seed(params: dict) -> int:
     if not _seed(seed):
         raise CatdogError(f"train.seed={seed!r} must be an integer from 0 to 2**32 - 1, or null to follow `seed`")
     return seed
+
+
+def check_train(params: dict) -> None:
+    """The keys of `train` that no other function here checks: the section's names and train.sweep."""
+    sweep = _section(params, "train", TRAIN_KEYS).get("sweep", "")
+    if not isinstance(sweep, str):
+        raise CatdogError(f"train.sweep={sweep!r} must be a label (a string), or \"\" for none")
 
 
 def device_name(params: dict) -> str:

@@ -13,28 +13,30 @@ from catdog import entrypoint  # noqa: E402
 from catdog.config import (  # noqa: E402
     check_data,
     check_synthetic,
+    check_train,
     device_name,
     inference_name,
     load_params,
-    model_config,
     precision_name,
     processes,
     training_seed,
 )
 from catdog.files import write_text  # noqa: E402
+from catdog.models.registry import check_model  # noqa: E402  (no torch: the architectures' keys, declared)
 from catdog.paths import PARAMS_CHECKED  # noqa: E402
 
 
 def main() -> None:
     params = load_params()
+    training_seed(params)
     check_synthetic(params)
     check_data(params)
-    name, cfg = model_config(params)
+    check_train(params)
+    name, cfg = check_model(params)
     device_name(params)
     precision_name(params, name, cfg)
     inference_name(params)
     processes(params, name, cfg)
-    training_seed(params)
     write_text(PARAMS_CHECKED, "ok\n")  # constant, so a passing check never re-runs the stages after it
     print(f"params.yaml is valid (model {name})")
 

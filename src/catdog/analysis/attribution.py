@@ -1,6 +1,6 @@
 """Where in the picture a model looks, and whether that is the animal.
 
-Two methods:
+Two methods, each architecture's registration (models/registry.py) saying which, and Grad-CAM's layer:
   * Grad-CAM on the last convolutional block for models that have one (`cnn`, the pretrained backbones), by
     Captum (well kept, and its dependencies -- torch, numpy, matplotlib, tqdm -- are already ours; `grad-cam`
     would add OpenCV, `torchcam` is CAM methods only);
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from catdog.data.tensors import to_input
-from catdog.models.architectures import Pretrained
 from catdog.models.numpy_model import NumpyModel
+from catdog.models.registry import gradcam_layer_path, method
 
 FIXED_PER_CLASS = 4    # the gallery's fixed test images: the first of each class in the test split's order
 GRADCAM_BATCH = 32     # images per Grad-CAM forward and backward pass
@@ -31,16 +31,14 @@ OCCLUSION_BATCH = 256  # images occluded together, one patch at a time
 OCCLUSION_GRID = 8     # patches per side: 16 px at 128, about an eye or an ear tip
 
 
-def method(cfg: dict) -> str:
-    return "gradcam" if cfg["arch"] in ("cnn", "pretrained") else "occlusion"
-
-
-def gradcam_layer(model: nn.Module) -> nn.Module:
-    """The last convolutional block: its feature maps are the finest that still see whole ears and muzzles."""
-    if isinstance(model, Pretrained):
-        net = model.backbone[1]
-        return net.layer4 if hasattr(net, "layer4") else net[0][-1]  # ResNet18 | MobileNetV2's features
-    return [m for m in model.modules() if isinstance(m, nn.ReLU)][-1]  # cnn: the last conv-BN-ReLU's output
+def gradcam_layer(model: nn.Module, path: str) -> nn.Module:
+    """The module at `path` ('backbone.1.layer4', '-5': attribute names and indices, negative from the end) of
+    the model. The registry names the last convolutional block: its feature maps are the finest that still see
+    whole ears and muzzles."""
+    module = model
+    for part in path.split("."):
+        module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part)
+    return module
 
 
 def fixed_indices(labels, per_class: int = FIXED_PER_CLASS) -> np.ndarray:
@@ -53,15 +51,15 @@ def attribute(model, cfg: dict, images: torch.Tensor, targets, device=torch.devi
     """Attribution maps float32 (N, S, S) of uint8 images (N, 3, S, S) for the classes `targets` (N,) (0 or 1)."""
     signs = torch.as_tensor(np.where(np.asarray(targets) == 1, 1.0, -1.0), dtype=torch.float32).view(-1, 1)
     if method(cfg) == "gradcam":
-        return _gradcam(model, images, signs, device)
+        return _gradcam(model, images, signs, device, gradcam_layer(model, gradcam_layer_path(cfg)))
     return _occlusion(model, images, signs, device)
 
 
-def _gradcam(model: nn.Module, images, signs, device) -> np.ndarray:
+def _gradcam(model: nn.Module, images, signs, device, layer: nn.Module) -> np.ndarray:
     from captum.attr import LayerAttribution, LayerGradCam  # late: captum takes a second to import
 
     model = model.to(device).eval()
-    layer, side = gradcam_layer(model), images.shape[-1]
+    side = images.shape[-1]
     maps = []
     for start in range(0, len(images), GRADCAM_BATCH):
         x = to_input(images[start:start + GRADCAM_BATCH], device)

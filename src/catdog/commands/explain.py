@@ -1,7 +1,7 @@
 """`catdog explain IMAGE|FOLDER ... --out DIR`: where a trained model looks in your own photos.
 
 Per image, DIR/<name>.png shows the picture with the model's attribution map for the class it predicts over it
-(Grad-CAM for `cnn` and the pretrained models, occlusion for the others: analysis.attribution), and the prediction
+(Grad-CAM or occlusion, as the model's architecture is registered: models/registry.py), and the prediction
 and its probability in the title. The image is decoded and resized exactly as for `catdog predict`; a file that
 cannot be read gets the same one-line error and the others are still explained.
 

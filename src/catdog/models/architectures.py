@@ -1,8 +1,9 @@
-"""The architectures: an architecture name (a model entry's `arch`) maps to a builder taking that entry.
+"""The builders: each architecture of models/registry.py (a model entry's `arch`) names one here, taking the entry.
 
 Every builder returns a model mapping a float batch (N, 3, S, S) in [-1, 1] to outputs (N, k): column 0 is the
-cat/dog logit; a multi-task model adds column 1, the predicted brightness. Add an architecture by adding one
-builder here; add a model by adding one entry to `models` in params.yaml.
+cat/dog logit; a multi-task model adds column 1, the predicted brightness. Add an architecture by writing its
+builder here and declaring it in REGISTRY (docs/models.md walks through it); add a model by adding one entry to
+`models` in params.yaml. A builder may trust its entry: build_model checks it against the registry first.
 """
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from catdog import CatdogError
 from catdog.models.numpy_model import NumpyModel
+from catdog.models.registry import REGISTRY, check_entry
 
 
 def _trunk(cfg: dict) -> tuple[nn.Sequential, int]:
@@ -30,10 +32,6 @@ def fully_connected(cfg: dict) -> nn.Module:
 def convolutional(cfg: dict) -> nn.Module:
     """A small CNN trained from scratch: per entry of `channels` a conv3x3-BN-ReLU-maxpool block, then global
     average pooling and one logit. Pooling makes it see a pointed ear wherever it sits in the picture."""
-    blocks = len(cfg["channels"])
-    if cfg["input_size"] < 2**blocks:
-        raise ValueError(f"input_size={cfg['input_size']} is too small for {blocks} pooling blocks: "
-                         f"use at least {2**blocks}, or fewer channels entries")
     layers, width = [], 3
     for channels in cfg["channels"]:
         layers += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
@@ -51,8 +49,6 @@ class Pretrained(nn.Module):
         super().__init__()
         from catdog.models.pretrained import backbone  # late: torchvision is only needed by these models
 
-        if cfg["input_size"] < 32:  # both backbones downsample 32 times
-            raise ValueError(f"input_size={cfg['input_size']} is too small for {cfg['backbone']}: use at least 32")
         self.backbone, width = backbone(cfg["backbone"], cfg.get("weights_file"), load_weights,
                                         cfg.get("weights_sha256"))
         self.frozen = bool(cfg["freeze"])
@@ -74,10 +70,6 @@ class MultiTask(nn.Module):
 
     def __init__(self, cfg: dict):
         super().__init__()
-        weights = cfg.get("loss_weights")
-        if not (isinstance(weights, dict) and set(weights) == {"classification", "brightness"}
-                and all(isinstance(w, (int, float)) and w >= 0 for w in weights.values())):
-            raise ValueError(f"loss_weights={weights!r} must map classification and brightness to weights >= 0")
         self.trunk, width = _trunk(cfg)
         self.classify = nn.Linear(width, 1)
         self.brightness = nn.Linear(width, 1)
@@ -92,23 +84,20 @@ def frozen_backbone(model) -> bool:
     return bool(getattr(model, "frozen", False)) and isinstance(getattr(model, "backbone", None), nn.Module)
 
 
-ARCHITECTURES = {
-    "fc": fully_connected,     # logistic, shallow, deep, deeper, mlp
-    "cnn": convolutional,      # convolutional, from scratch
-    "pretrained": Pretrained,  # ImageNet backbone (resnet18, mobilenet_v2), frozen or fine-tuned
-    "multitask": MultiTask,    # classification + brightness regression
-    "numpy": NumpyModel,       # the course's L-layer network by hand, no torch inside
-}
+# Each registered architecture's builder, by the name its registration gives: a missing one fails at import.
+ARCHITECTURES = {arch: globals()[spec.builder] for arch, spec in REGISTRY.items()}
 
 
 def build_model(cfg: dict, name: str = "model", load_weights: bool = True):
     """The model of a `models` entry. load_weights=False builds a pretrained model without its ImageNet weights:
     enough to load a checkpoint, whose state_dict replaces every weight, and it works offline."""
+    check_entry(name, cfg, unknown_keys=False)  # the `check` stage refuses unknown keys; a checkpoint may hold old ones
+    builder = globals()[REGISTRY[cfg["arch"]].builder]
     try:
-        if cfg["arch"] == "pretrained":
-            return Pretrained(cfg, load_weights)
-        return ARCHITECTURES[cfg["arch"]](cfg)
-    except (KeyError, ValueError) as error:  # a builder's word on a bad or missing knob, as one line
+        if REGISTRY[cfg["arch"]].takes_load_weights:
+            return builder(cfg, load_weights)
+        return builder(cfg)
+    except (KeyError, ValueError) as error:  # a builder's word on a knob the registry cannot judge, as one line
         raise CatdogError(f"models.{name} cannot be built: {error}") from None
 
 

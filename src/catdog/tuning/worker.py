@@ -233,7 +233,7 @@ class Worker:
 def check_space(params: dict, model: str, space) -> None:
     """Each knob's bounds (or choices) put into the model's entry pass the `check` stage's test: a space that would
     fail its trials fails before any."""
-    from catdog.config import model_config
+    from catdog.models.registry import check_model
 
     cfg = params["models"][model]
     for knob in space:
@@ -241,7 +241,7 @@ def check_space(params: dict, model: str, space) -> None:
         for value in extremes:
             entry = search_space.apply(cfg, {knob.key: value})
             try:
-                model_config({**params, "model": model, "models": {**params["models"], model: entry}})
+                check_model({**params, "model": model, "models": {**params["models"], model: entry}})
             except CatdogError as error:
                 raise CatdogError(f"tune.space.{model}.{knob.key}: {value!r} gives an invalid entry ({error}); "
                                   "narrow the range") from None
