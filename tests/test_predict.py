@@ -177,6 +177,33 @@ def test_a_checkpoint_from_an_mlflow_run(capsys, tmp_path, photos, brightness_mo
     assert code == 2 and "catdog predict: error: argument --model: not allowed with argument --run-id" in err
 
 
+@pytest.mark.parametrize("changes, reason", [
+    ({"arch": "tinyvgg"}, r"models.logistic.arch='tinyvgg' is unknown; valid: cnn, fc"),
+    ({"arch": "cnn"}, "models.logistic.channels is missing: arch cnn needs it"),
+])
+def test_why_a_model_cannot_be_loaded_is_said(capsys, tmp_path, photos, brightness_model, monkeypatch, changes,
+                                              reason):
+    """A run's MLflow Model or a file whose checkpoint this catdog cannot build: the reason, not "no model"."""
+    from mlflow.tracking import MlflowClient
+
+    checkpoint = torch.load(brightness_model, weights_only=True)
+    bad = tmp_path / "bad" / "model.pt"
+    bad.parent.mkdir()
+    torch.save({**checkpoint, "config": {**checkpoint["config"], **changes}}, bad)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("catdog", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.log_artifact(run_id, str(bad), "model/artifacts")  # where mlflow_model.log puts the checkpoint
+    capsys.readouterr()
+    with pytest.raises(CatdogError, match=f"^MLflow run {run_id}'s model cannot be loaded: .*model.pt holds a "
+                                          f"model this catdog cannot build \\({reason}"):
+        predict.main([str(photos), "--run-id", run_id])
+    with pytest.raises(CatdogError, match=f"^{bad} holds a model this catdog cannot build \\({reason}"):
+        predict.main([str(photos), "--model", str(bad)])
+
+
 def test_no_checkpoint_says_how_to_get_one(tmp_path, photos, monkeypatch):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     monkeypatch.chdir(tmp_path)  # a repository without models/model.pt

@@ -115,6 +115,10 @@ def load_checkpoint(path) -> tuple[dict, nn.Module | NumpyModel]:
         raise CatdogError(f"cannot read the checkpoint {path} ({type(error).__name__}: {error})") from None
     if not (isinstance(checkpoint, dict) and {"model", "config", "classes", "state_dict"} <= checkpoint.keys()):
         raise CatdogError(f"{path} is not a catdog checkpoint (one that src/stages/train.py writes)")
-    model = build_model(checkpoint["config"], checkpoint["model"], load_weights=False)
+    try:
+        model = build_model(checkpoint["config"], checkpoint["model"], load_weights=False)
+    except CatdogError as error:  # its entry, as it was trained: not one params.yaml can fix
+        raise CatdogError(f"{path} holds a model this catdog cannot build ({error}): train it again, or load it "
+                          "with the catdog version that trained it") from None
     model.load_state_dict(checkpoint["state_dict"])
     return checkpoint, model

@@ -29,9 +29,14 @@ def run_checkpoint(run_id: str) -> tuple[dict, object]:
         raise mlflow_error(error, uri, f"cannot find MLflow run {run_id} in {uri}") from None
     with tempfile.TemporaryDirectory() as tmp:
         try:  # the run's MLflow Model, which holds the checkpoint
-            return read_checkpoint(download_checkpoint(f"runs:/{run_id}/model", tmp))
+            checkpoint = download_checkpoint(f"runs:/{run_id}/model", tmp)
         except CatdogError:
-            pass
+            checkpoint = None  # no MLflow Model: a run logged before catdog logged them, or not a training run
+        if checkpoint is not None:  # found: why it cannot be loaded is the answer, not the older layout's absence
+            try:
+                return read_checkpoint(checkpoint)
+            except CatdogError as error:
+                raise CatdogError(f"MLflow run {run_id}'s model cannot be loaded: {error}") from None
         try:  # a run logged before catdog logged MLflow Models
             path = mlflow_client.download_artifacts(run_id, RUN_ARTIFACT, tmp)
         except (MlflowException, OSError):
