@@ -1,9 +1,10 @@
 """`catdog best --sweep NAME`: the grid point of a sweep with the best validation accuracy, and its test accuracy.
 
-A sweep is the set of DVC experiments queued with the same `-S train.sweep=NAME` (README, "Grid search"). The
-choice uses validation data only (best_val_accuracy, then lower best_val_loss, then the name); test accuracy is
-reported for the chosen point alone, with its 95 % interval, as seed 002 did, so the test set never takes part in
-the choice. Points repeated over training seeds (`catdog repeat`) are one point: the mean over their seeds.
+A sweep is the set of DVC experiments queued with the same `-S train.sweep=NAME` (docs/experiments.md, "Grid
+search"). The choice uses validation data only (best_val_accuracy, then lower best_val_loss, then the name); test
+accuracy is reported for the chosen point alone, with its 95 % interval, as seed 002 did, so the test set never
+takes part in the choice. Points repeated over training seeds (`catdog repeat`) are one point: the mean over their
+seeds.
 """
 
 import argparse
