@@ -1,0 +1,1 @@
+"""Metrics, evidence, attribution, figures, DVC experiments as records, leaderboards and comparisons."""

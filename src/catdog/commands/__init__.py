@@ -1,0 +1,1 @@
+"""One module per `catdog VERB`, each with a main(argv)."""

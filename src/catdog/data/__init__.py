@@ -1,0 +1,1 @@
+"""Images: finding labelled ones, decoding, the prepared splits, tensors, the embedded dataset."""

@@ -1,0 +1,1 @@
+"""Forward passes without gradients, in PyTorch or ONNX Runtime, and image files to labels."""

@@ -1,0 +1,1 @@
+"""The architectures: their registration (registry.py, no torch) and their builders."""

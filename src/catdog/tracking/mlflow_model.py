@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import pandas as pd  # MLflow imports it anyway
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -56,8 +57,7 @@ class CatdogModel(mlflow.pyfunc.PythonModel):
         self.run = runner(self.model, self.checkpoint["config"]["input_size"], torch.device("cpu"),
                                       cache=None)
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # the hint: no MLflow warning
         import torch
 
         from catdog.inference.classify import classify
@@ -125,8 +125,6 @@ def _without_redundant_checks():
 def log(checkpoint: str, example: bytes | None = None, positive: str | None = None):
     """Log the checkpoint as the active run's MLflow Model `model` (a LoggedModel: the UI's Models column).
     positive: its classes[1], read from the checkpoint when not given (which imports torch: the stage gives it)."""
-    import pandas as pd
-
     if positive is None:
         from catdog.models.architectures import checkpoint_classes
 
@@ -137,7 +135,8 @@ def log(checkpoint: str, example: bytes | None = None, positive: str | None = No
         shutil.copytree(Path(__file__).resolve().parents[1], package, ignore=shutil.ignore_patterns("__pycache__"))
         with _without_redundant_checks():
             return mlflow.pyfunc.log_model(
-                name=ARTIFACT_PATH, python_model=CatdogModel(), artifacts={CHECKPOINT: checkpoint},
+                name=ARTIFACT_PATH, python_model=str(package / "tracking" / "pyfunc_code.py"),  # code, no pickle
+                artifacts={CHECKPOINT: checkpoint},
                 code_paths=[str(package)], signature=signature(positive),
                 input_example=pd.DataFrame({"image": [encode(example)]}) if example is not None else None,
                 pip_requirements=requirements())

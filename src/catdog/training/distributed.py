@@ -29,8 +29,11 @@ def rank() -> int:
 
 
 def progress(iterable=None, **kwargs) -> tqdm:
-    """A progress bar in one process only, rank 0's: several processes would draw over each other's bars."""
-    return tqdm(iterable, disable=True, **kwargs) if rank() > 0 else tqdm(iterable, **kwargs)
+    """A progress bar in one process only, rank 0's: several processes would draw over each other's bars. A bar that
+    vanishes when done (leave=False: an epoch's batches) is drawn only on a terminal: in a log, `dvc exp run`'s
+    say, tqdm could only place it under the outer bar with cursor-up escape codes."""
+    transient_in_a_log = kwargs.get("leave") is False and not sys.stderr.isatty()
+    return tqdm(iterable, disable=rank() > 0 or transient_in_a_log, **kwargs)
 
 
 def under_torchrun() -> bool:
