@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every model in one command: queue one DVC experiment per entry of `models` in params.yaml (named
-# bench-<model>), run the queue, and write the leaderboard (reports/leaderboard.md and .png).
+# bench-<model>), run the queue, and write the leaderboard beside the figures (benchmarks/leaderboard.md and .png).
 #   bash benchmarks/compare_models.sh                   every model (inside the activated .venv, at the repo root)
 #   bash benchmarks/compare_models.sh cnn mlp           some of them
 #   JOBS=2 bash benchmarks/compare_models.sh            two experiments at a time (both cores busy: slower each)
@@ -18,4 +18,4 @@ dvc exp run --run-all -j "${JOBS:-1}" >/dev/null || echo "some experiments faile
 dvc exp show --no-pager --md --hide-workspace --sort-by metrics/test.json:accuracy --sort-order desc \
     --keep '^(Experiment|model|accuracy|brightness_mae|pointing_game|attribution_in_box|box_area_share|best_val_accuracy|best_epoch|train_seconds)$' --drop '.*' \
     | grep -E "^\|(-| Experiment)|$prefix" || true
-catdog leaderboard --match "^$prefix($(echo $models | tr ' ' '|'))\$"
+catdog leaderboard --match "^$prefix($(echo $models | tr ' ' '|'))\$" --out benchmarks

@@ -87,13 +87,13 @@ def test_parallel_grid_search_leaderboard_and_best(tmp_path):
     assert f"test accuracy {grid[winner].data.metrics['test_accuracy']:.4f}" in chosen
 
     result = run(python + ["leaderboard"], repo)
-    rows = [line for line in (repo / "reports/leaderboard.md").read_text().splitlines() if line.startswith("| ")]
+    rows = [line for line in (repo / "leaderboard/leaderboard.md").read_text().splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 3
     names = [row.split(" | ")[1] for row in rows[1:]]
     accuracy = {r.info.run_name: r.data.metrics["test_accuracy"] for r in runs}
     assert sorted(names) == sorted(accuracy) and [accuracy[n] for n in names] == sorted(accuracy.values(),
                                                                                        reverse=True)
-    assert (repo / "reports/leaderboard.png").read_bytes()[:4] == b"\x89PNG" and "wrote" in result.stdout
+    assert (repo / "leaderboard/leaderboard.png").read_bytes()[:4] == b"\x89PNG" and "wrote" in result.stdout
 
     missing = subprocess.run(python + ["best", "--sweep", "nope"], cwd=repo, env=pipeline_env(),
                              capture_output=True, text=True)

@@ -1,7 +1,8 @@
 """A normal run says what it does and nothing else: no DVC warning about our files, no MLflow warning about how we
-log, no terminal escape codes in a log."""
+log, no terminal escape codes in a log; and it changes no committed file the user did not ask it to."""
 
 import logging
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -57,3 +58,14 @@ def test_logging_the_mlflow_model_warns_nothing_of_ours(tmp_path, caplog):
     assert not ours, ours
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")  # still loads, from its code
     assert type(model.unwrap_python_model()).__name__ == "CatdogModel"
+
+
+def test_the_leaderboard_goes_where_git_does_not_look_unless_told():
+    """`catdog leaderboard` must not overwrite a committed file; the benchmark's leaderboard is written with --out."""
+    from catdog.commands.leaderboard import DEFAULT_OUT
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{DEFAULT_OUT}/leaderboard.md"], cwd=ROOT)
+    assert ignored.returncode == 0, f"{DEFAULT_OUT}/ is not in .gitignore"
+    tracked = subprocess.run(["git", "ls-files", str(DEFAULT_OUT)], cwd=ROOT, capture_output=True, text=True)
+    assert tracked.stdout == ""
+    assert "--out benchmarks" in (ROOT / "benchmarks" / "compare_models.sh").read_text()

@@ -1,5 +1,6 @@
 """`catdog leaderboard`: the finished DVC experiments ranked by test accuracy, as a Markdown table and a PNG of
-their validation-accuracy curves overlaid (reports/leaderboard.md and reports/leaderboard.png).
+their validation-accuracy curves overlaid: leaderboard.md and leaderboard.png in --out, by default leaderboard/ (which
+git ignores: ranking your experiments changes no committed file).
 
 Each accuracy carries its 95 % interval; rows the test set cannot tell from the top row are marked `tie` (McNemar's
 exact test on the paired test predictions), and rows it cannot tell from the majority class `no` under "above
@@ -7,6 +8,7 @@ chance". Experiments that differ only in train.seed (`catdog repeat`) are one ro
 
     catdog leaderboard                      the experiments of the current commit
     catdog leaderboard -A --match '^bench-' every commit's experiments whose name matches
+    catdog leaderboard --out reports/       anywhere else
 """
 
 import argparse
@@ -19,13 +21,16 @@ from catdog.analysis.leaderboard import fold, ranked, select, table
 from catdog.files import write_text
 from catdog.paths import repo_root
 
+DEFAULT_OUT = Path("leaderboard")  # in .gitignore
+
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="catdog leaderboard", description=__doc__.splitlines()[0])
     parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD")
     parser.add_argument("--match", metavar="REGEX", help="only experiments whose name matches")
     parser.add_argument("--sweep", metavar="NAME", help="only the experiments run with -S train.sweep=NAME")
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder for leaderboard.md/.png")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"folder for leaderboard.md/.png, relative to the repository (default {DEFAULT_OUT}/)")
     args = parser.parse_args(argv)
     done, not_done = finished(args.all_commits)
     experiments = select(done, args.match, args.sweep)
