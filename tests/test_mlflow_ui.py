@@ -3,7 +3,9 @@
 Two runs are logged the way the `train` and `evaluate` stages log them (`catdog.tracking.runs`), `mlflow ui` is started
 on 127.0.0.1 on a free port, and headless Chromium (Debian's `chromium` and `chromium-driver`, driven by
 Selenium) must render both runs and their logged metrics. Screenshots go to .pytest_artifacts/ at the repository
-root (mlflow_ui.png: the runs table; mlflow_ui_run.png: one run's page), where a CI can pick them up.
+root (mlflow_ui.png: the runs table; mlflow_ui_run.png: one run's page), where a CI can pick them up. Each run
+logs its data as the stages do (dataset inputs named after data.images, their digest dvc.lock's md5 of
+data/prepared), and the runs table must show them.
 
 If Chromium or chromedriver is missing, the set-up installs them with apt-get when it runs as root or with
 passwordless sudo, and otherwise skips, naming the packages to install.
@@ -51,6 +53,9 @@ RUNS = {
                    "test": {"test_f1": 0.9576, "test_roc_auc": 0.9912}, "train_seconds": 108.4},
 }
 
+IMAGES = "data/synthetic"  # data.images: the datasets' name
+DATA_MD5 = "77d47f6a1d727b1ed53d7ba20c459543.dir"  # dvc.lock's md5 of data/prepared, the datasets' digest
+
 # What `dvc exp run` does for each of them, in a process of its own: `train` opens the run through
 # catdog.tracking.runs.training_run and logs per-epoch metrics, `evaluate` reopens it (models/run.json) for test_*.
 LOG_RUNS = """
@@ -59,11 +64,11 @@ from catdog.tracking.runs import resumed_run, training_run
 
 for name, run in json.loads(sys.argv[1]).items():
     os.environ["DVC_EXP_NAME"] = name
-    with training_run(run["params"]["model"], run["params"]) as logged:
+    with training_run(run["params"]["model"], run["params"], images=sys.argv[2]) as logged:
         for epoch, accuracy in enumerate(run["val_accuracy"], start=1):
             logged.log_metrics({"val_accuracy": accuracy, "train_loss": 1.0 / epoch}, step=epoch)
         logged.log_metrics({"best_val_accuracy": max(run["val_accuracy"]), "train_seconds": run["train_seconds"]})
-    with resumed_run() as reopened:
+    with resumed_run(images=sys.argv[2]) as reopened:
         reopened.log_metrics({"test_accuracy": run["test_accuracy"], **run["test"]})
 """
 
@@ -154,9 +159,14 @@ def fresh_browser(chromium, tmp_path_factory):
 def store(tmp_path_factory):
     """sqlite:///<tmp>/mlflow.db with mlartifacts/ beside it, as the pipeline lays it out at the repository root."""
     path = tmp_path_factory.mktemp("mlflow_store")
+    # data/prepared and the dvc.lock entry DVC would write for it: one file of 4 bytes
+    (path / "data/prepared").mkdir(parents=True)
+    (path / "data/prepared/manifest.json").write_text("{}\n\n")
+    out = {"path": "data/prepared", "hash": "md5", "md5": DATA_MD5, "size": 4, "nfiles": 1}
+    (path / "dvc.lock").write_text(json.dumps({"schema": "2.0", "stages": {"prepare": {"outs": [out]}}}))
     env = pipeline_env()  # no inherited MLFLOW_* or DVC_* variables
     env.update(DVC_ROOT=str(path), PYTHONPATH=str(ROOT / "src"))
-    result = subprocess.run([sys.executable, "-c", LOG_RUNS, json.dumps(RUNS)], cwd=path, env=env,
+    result = subprocess.run([sys.executable, "-c", LOG_RUNS, json.dumps(RUNS), IMAGES], cwd=path, env=env,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"logging the runs failed:\n{result.stdout}\n{result.stderr}"
     uri = f"sqlite:///{path / 'mlflow.db'}"
@@ -270,6 +280,8 @@ def test_the_store_holds_what_the_pipeline_logs(store):
         history = store["client"].get_metric_history(run.info.run_id, "val_accuracy")
         assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
             list(enumerate(expected["val_accuracy"], start=1))
+        assert {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs} == \
+            {(f"{IMAGES}:{split}", DATA_MD5) for split in ("train", "val", "test")}
 
 
 def test_the_runs_page_shows_both_runs_and_their_test_accuracy(store, mlflow_ui, browser, screenshots):
@@ -288,6 +300,21 @@ def test_the_runs_page_shows_both_runs_and_their_test_accuracy(store, mlflow_ui,
     _wait_until(browser, each_row_shows_its_value,
                 "a test_accuracy column with each run's value (" +
                 ", ".join(f"{name}: {run['test_accuracy']}" for name, run in RUNS.items()) + ")", screenshot)
+    _screenshot(browser, screenshot)
+
+
+def test_the_runs_table_shows_each_runs_dataset(store, mlflow_ui, browser, screenshots):
+    """The Datasets column of the runs table: each run's data.images, with its context (the first of its
+    inputs, `+2` for the others)."""
+    experiment_id = store["experiment"].experiment_id
+    browser.get(f"{mlflow_ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    screenshot = screenshots / "mlflow_ui_datasets.png"
+
+    def each_row_shows_its_dataset(text):
+        rows = _grid_rows(browser)
+        return "Dataset" in text and all(any(name in row and IMAGES in row for row in rows) for name in RUNS)
+    _wait_until(browser, each_row_shows_its_dataset, f"a Datasets column with {IMAGES} in the row of each run "
+                f"{sorted(RUNS)}", screenshot)
     _screenshot(browser, screenshot)
 
 
