@@ -88,11 +88,12 @@ TINY = {"synthetic.n_images": 40, "epochs": 2}
 
 
 def committed_params() -> dict:
-    """params.yaml as committed at HEAD, never the workspace's: a failed `dvc exp run -S model=typo` leaves its value
-    in the workspace's params.yaml (docs/experiments.md), and a test must not fail on what a user tried."""
+    """params.yaml as git's index has it (committed, or staged with `git add params.yaml`), never the workspace's: a
+    failed `dvc exp run -S model=typo` leaves its value in the workspace's file (docs/experiments.md), and a test
+    must not fail on what a user tried."""
     from catdog.config import ParamsLoader
 
-    text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True,
+    text = subprocess.run(["git", "show", ":params.yaml"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout
     return yaml.load(text, Loader=ParamsLoader)
 

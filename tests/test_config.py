@@ -89,6 +89,11 @@ BAD = [  # (model, {dotted key: value}, the message's start): each a case a user
     (None, {"train.inferance": "torch"}, "train.inferance is not a key of train: remove it or fix its spelling"),
     (None, {"train.sweep": 3}, "train.sweep=3 must be a label"),
     (None, {"synthetic.seed": -3}, "synthetic.seed=-3 must be an integer from 0"),
+    (None, {"evaluate.inference": "tensorrt"}, "evaluate.inference='tensorrt' is unknown; valid: auto, torch"),
+    (None, {"evaluate.device": "tpu"}, "evaluate.device='tpu' is unknown; valid: auto, cpu"),
+    (None, {"evaluate.engine": "torch"}, "evaluate.engine is not a key of evaluate: remove it or fix its spelling"),
+    ("numpy_deep", {"evaluate.precision": "bfloat16"}, "models.numpy_deep (arch numpy) computes in NumPy float32: "
+                                                       "set evaluate.precision: auto or float32"),
     ("resnet9000", {}, "model='resnet9000' is not an entry of `models`; valid: cnn, deep"),
 ]
 
@@ -134,6 +139,16 @@ def test_a_bad_param_leaves_every_output_in_place(tmp_path):
     assert "catdog: error: models.cnn.channels is missing: arch cnn needs it" in result.stdout + result.stderr
     assert (repo / "models" / "model.pt").read_bytes() == b"yesterday's model"
     assert not (repo / "data" / "synthetic").exists()  # nothing after check ran
+
+
+def test_how_the_test_pass_runs_is_evaluates_own_param_and_never_retrains():
+    """evaluate.* re-runs evaluate (and plot's heatmaps), not train; what the model is trained on stays train.*."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["evaluate"]["params"] == ["evaluate"]
+    assert not [p for p in stages["train"]["params"] if p.startswith("evaluate")]
+    assert "train.inference" in stages["train"]["params"]  # the frozen backbone's features, which the head learns
+    assert "evaluate.device" in stages["plot"]["params"] and "train.device" not in stages["plot"]["params"]
+    assert set(PARAMS["evaluate"]) == {"device", "precision", "inference"}
 
 
 def with_boxes(boxes):

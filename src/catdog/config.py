@@ -15,6 +15,7 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # train.precision; what
 INFERENCE = ("auto", "torch", "onnxruntime")  # train.inference; what auto picks: inference.forward.engine_for
 DATA_KEYS = ("images", "sizes", "val_fraction", "test_fraction", "positive_class", "boxes", "train_fraction")
 TRAIN_KEYS = ("device", "precision", "inference", "processes", "seed", "sweep")
+EVALUATE_KEYS = ("device", "precision", "inference")
 POSITIVE_CLASS = "dog"  # data.positive_class when params.yaml has none
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -190,48 +191,59 @@ def check_train(params: dict) -> None:
         raise CatdogError(f"train.sweep={sweep!r} must be a label (a string), or \"\" for none")
 
 
-def device_name(params: dict) -> str:
-    device = params.get("train", {}).get("device", "auto")
+def device_name(params: dict, section: str = "train") -> str:
+    """train.device (training) or evaluate.device (the test pass and plot's heatmaps)."""
+    device = (params.get(section) or {}).get("device", "auto")
     if device not in DEVICES:
-        raise CatdogError(f"train.device={device!r} is unknown; valid: {', '.join(DEVICES)}")
+        raise CatdogError(f"{section}.device={device!r} is unknown; valid: {', '.join(DEVICES)}")
     return device
 
 
-def check_precision(precision) -> None:
+def check_precision(precision, section: str = "train") -> None:
     if precision not in PRECISIONS:
-        raise CatdogError(f"train.precision={precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
+        raise CatdogError(f"{section}.precision={precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
 
 
-def precision_name(params: dict, name: str | None = None, cfg: dict | None = None) -> str:
-    """train.precision, the dtype of the forward passes. Whether the device has it is known only once the device
-    is picked (device.DevicePolicy); given the model's entry, a NumPy model is held to float32, which it uses."""
-    precision = params.get("train", {}).get("precision", "auto")
-    check_precision(precision)
+def precision_name(params: dict, name: str | None = None, cfg: dict | None = None, section: str = "train") -> str:
+    """train.precision (or evaluate.precision), the dtype of the forward passes. Whether the device has it is known
+    only once the device is picked (device.DevicePolicy); given the model's entry, a NumPy model is held to
+    float32, which it uses."""
+    precision = (params.get(section) or {}).get("precision", "auto")
+    check_precision(precision, section)
     if cfg is not None and cfg["arch"] == "numpy" and precision not in ("auto", "float32"):
-        raise CatdogError(f"models.{name} (arch numpy) computes in NumPy float32: set train.precision: auto or "
+        raise CatdogError(f"models.{name} (arch numpy) computes in NumPy float32: set {section}.precision: auto or "
                           "float32")
     return precision
 
 
-def inference_name(params: dict) -> str:
-    """train.inference, the engine of the forward passes that need no gradient (the frozen backbone's features,
-    evaluate, predict, the served model); whether the device is the CPU is known once it is picked."""
-    train = params.get("train", {})
-    engine = train.get("inference", "auto")
-    check_engine(engine, train.get("precision", "auto"))
+def inference_name(params: dict, section: str = "train", device_type: str | None = None) -> str:
+    """train.inference, the engine of the frozen backbone's feature pass in training (what the model is trained
+    on), or evaluate.inference, the engine of the test pass; device_type: the device picked, where it is known."""
+    values = params.get(section) or {}
+    engine = values.get("inference", "auto")
+    check_engine(engine, values.get("precision", "auto"), device_type, section=section)
     return engine
 
 
-def check_engine(engine, precision: str, device_type: str | None = None, cli: bool = False) -> None:
-    """That train.inference=engine can run: ONNX Runtime runs float32 on the CPU, where it is installed. A half
+def check_evaluate(params: dict, name: str, cfg: dict) -> None:
+    """The `evaluate` section: how the test pass runs, not what the model is; changing it re-runs no training."""
+    _section(params, "evaluate", EVALUATE_KEYS)
+    device_name(params, "evaluate")
+    precision_name(params, name, cfg, "evaluate")
+    inference_name(params, "evaluate")
+
+
+def check_engine(engine, precision: str, device_type: str | None = None, cli: bool = False,
+                 section: str = "train") -> None:
+    """That <section>.inference=engine can run: ONNX Runtime runs float32 on the CPU, where it is installed. A half
     precision is refused by name; device_type: the device picked, where it is known. cli: the messages name
     `catdog predict`'s options (--inference, --device) instead of params."""
     def fix(key: str, value: str) -> str:
-        return f"--{key} {value}" if cli else f"train.{key}: {value}"
+        return f"--{key} {value}" if cli else f"{section}.{key}: {value}"
 
-    name = "--inference onnxruntime" if cli else "train.inference=onnxruntime"
+    name = "--inference onnxruntime" if cli else f"{section}.inference=onnxruntime"
     if engine not in INFERENCE:
-        raise CatdogError(f"{'--inference ' if cli else 'train.inference='}{engine!r} is unknown; valid: "
+        raise CatdogError(f"{'--inference ' if cli else f'{section}.inference='}{engine!r} is unknown; valid: "
                           f"{', '.join(INFERENCE)}")
     if engine != "onnxruntime":
         return
@@ -239,8 +251,8 @@ def check_engine(engine, precision: str, device_type: str | None = None, cli: bo
         raise CatdogError(f"{name} runs on the CPU, not on {device_type}: set {fix('inference', 'auto')} or "
                           f"torch, or {fix('device', 'cpu')}")
     if precision in ("bfloat16", "float16"):
-        raise CatdogError(f"{name} runs float32, not train.precision={precision}: set train.precision: auto or "
-                          f"float32, or {fix('inference', 'torch')}")
+        raise CatdogError(f"{name} runs float32, not {section}.precision={precision}: set {section}.precision: "
+                          f"auto or float32, or {fix('inference', 'torch')}")
     if not onnxruntime_installed():
         raise CatdogError(f"{name} but onnxruntime, onnx or onnxscript is not installed: `.venv/bin/pip install "
                           f"onnxruntime onnx onnxscript`, or set {fix('inference', 'auto')}")

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from catdog import entrypoint  # noqa: E402
 from catdog.config import (  # noqa: E402
     check_data,
+    check_evaluate,
     check_synthetic,
     check_train,
     device_name,
@@ -37,6 +38,7 @@ def main() -> None:
     precision_name(params, name, cfg)
     inference_name(params)
     processes(params, name, cfg)
+    check_evaluate(params, name, cfg)
     write_text(PARAMS_CHECKED, "ok\n")  # constant, so a passing check never re-runs the stages after it
     print(f"params.yaml is valid (model {name})")
 

@@ -32,12 +32,14 @@ def main() -> None:
 
 def evaluate(run) -> None:
     params = load_params()
-    device, precision = pick_device(device_name(params)), precision_name(params)
+    # evaluate.*: how the test pass runs, its own params, so changing them re-runs this stage and never train
+    device, precision = pick_device(device_name(params, "evaluate")), precision_name(params, section="evaluate")
     checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], checkpoint["classes"]
     test = as_tensors(*load_split("test", cfg["input_size"]))
-    # train.inference: ONNX Runtime on the CPU where it is faster (inference.forward); attribution below stays in torch
-    run_model = runner(model.to(device), cfg["input_size"], device, precision, inference_name(params))
+    # evaluate.inference: ONNX Runtime on the CPU where it is faster (inference.forward); attribution stays in torch
+    engine = inference_name(params, "evaluate", device.type)
+    run_model = runner(model.to(device), cfg["input_size"], device, precision, engine)
     outputs = run_model(test.x, cfg["batch_size"])
     logits, y = outputs[:, 0], test.y
     metrics = binary_metrics(logits, y)

@@ -61,7 +61,7 @@ def what_it_learned(title: str, manifest: dict, predictions: list[dict], shown_i
     x, y, _ = load_split("test", side)
     chosen = attribution.fixed_indices(y)
     maps = attribution.attribute(model, cfg, torch.from_numpy(x[chosen]), y[chosen],
-                                 pick_device(device_name(load_params())))
+                                 pick_device(device_name(load_params(), "evaluate")))
     boxes, shown_boxes = load_boxes("test", side), load_boxes("test", shown_images.shape[-1])
     captions = []
     for k, i in enumerate(chosen):
