@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT
 
@@ -88,7 +89,7 @@ def resolve(reference: str, source: Path) -> Path | None:
 def test_every_section_reference_names_a_section(source):
     broken = []
     for reference, section in SECTION_REFERENCE.findall(source.read_text()):
-        section = " ".join(section.split())  # a reference may wrap, in a comment or a docstring
+        section = " ".join(section.split()).replace("`", "")  # it may wrap, in a comment or a docstring
         file = resolve(reference, source)
         if file is None:
             broken.append(f'({reference}, "{section}"): no such file')
@@ -96,3 +97,21 @@ def test_every_section_reference_names_a_section(source):
                      for heading in headings(file) + paragraph_leads(file)):
             broken.append(f'({reference}, "{section}"): no such section in {file.relative_to(ROOT)}')
     assert not broken, broken
+
+
+def exp_show_command(path: Path) -> str:
+    """The `dvc exp show --only-changed ...` command a doc gives, its continuation line joined."""
+    lines = path.read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("dvc exp show --only-changed"))
+    return lines[i].rstrip(" \\") + " " + lines[i + 1].strip()
+
+
+def test_the_exp_show_users_are_told_to_type_leaves_the_data_report_and_other_models_out():
+    """What README and docs/experiments.md give is one command; the data report is not a metric, so no column of it
+    stands beside test accuracy (docs/experiments.md, "Reading `dvc exp show`": 144 columns for 3 experiments)."""
+    readme, experiments = exp_show_command(ROOT / "README.md"), exp_show_command(ROOT / "docs" / "experiments.md")
+    assert readme == experiments
+    assert "--only-changed" in readme and "--keep 'model$|accuracy$'" in readme
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert "metrics" not in stages["prepare"]
+    assert {"metrics/data_report.json": {"cache": False}} in stages["prepare"]["outs"]
