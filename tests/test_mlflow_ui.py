@@ -303,19 +303,20 @@ def test_the_runs_page_shows_both_runs_and_their_test_accuracy(store, mlflow_ui,
     _screenshot(browser, screenshot)
 
 
-def test_the_runs_table_shows_each_runs_dataset(store, mlflow_ui, browser, screenshots):
-    """The Datasets column of the runs table: each run's data.images, with its context (the first of its
-    inputs, `+2` for the others)."""
+def test_the_runs_table_shows_each_runs_dataset(store, mlflow_ui, fresh_browser, screenshots):
+    """The Dataset column of the runs table, as a new user sees it (MLflow's default columns, in a fresh profile):
+    each run's first dataset input, `data/synthetic:train (77d47f6a1d72...`, and `+2` for the others."""
     experiment_id = store["experiment"].experiment_id
-    browser.get(f"{mlflow_ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    fresh_browser.get(f"{mlflow_ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
     screenshot = screenshots / "mlflow_ui_datasets.png"
+    shown = f"{IMAGES}:train ({DATA_MD5[:12]}"  # the UI cuts the digest short
 
     def each_row_shows_its_dataset(text):
-        rows = _grid_rows(browser)
-        return "Dataset" in text and all(any(name in row and IMAGES in row for row in rows) for name in RUNS)
-    _wait_until(browser, each_row_shows_its_dataset, f"a Datasets column with {IMAGES} in the row of each run "
-                f"{sorted(RUNS)}", screenshot)
-    _screenshot(browser, screenshot)
+        rows = _grid_rows(fresh_browser)
+        return "Dataset" in text and all(any(name in row and shown in row for row in rows) for name in RUNS)
+    _wait_until(fresh_browser, each_row_shows_its_dataset, f"a Dataset column with {shown} in the row of each "
+                f"run {sorted(RUNS)}", screenshot)
+    _screenshot(fresh_browser, screenshot)
 
 
 def test_a_run_page_shows_its_metrics_and_params(store, mlflow_ui, browser, screenshots):
