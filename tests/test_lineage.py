@@ -18,7 +18,7 @@ from catdog import CatdogError
 from catdog.analysis.experiments import Experiment
 from catdog.data.lineage import prepared_digest
 from catdog.tracking.model_registry import lineage_tags, reproduce_description
-from conftest import pipeline_env
+from conftest import copy_repo, pipeline_env, run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MD5 = "77d47f6a1d727b1ed53d7ba20c459543.dir"
@@ -162,3 +162,32 @@ def test_the_helper_never_imports_torch():
     modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ}).stdout
     assert "'torch'" not in modules and "'dvc'" not in modules
+
+
+def lock_md5(text: str) -> str:
+    lock = yaml.safe_load(text)
+    return next(o["md5"] for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared")
+
+
+@pytest.mark.slow
+def test_a_queued_experiment_that_prepares_other_data_logs_its_own_digest(tmp_path):
+    """A queued experiment runs in DVC's temporary copy, whose dvc.lock gets the new `prepare` entry before `train`:
+    its run carries that md5 (the experiment's dvc.lock), not the workspace's, and its source is the user's
+    folder, not the copy's, which is gone afterwards."""
+    repo = copy_repo(tmp_path / "repo")
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "repro"], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "resplit", "-S", "data.val_fraction=0.2"], repo)
+    run(["dvc", "exp", "run", "--run-all"], repo)
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
+    experiment = lock_md5(run(["git", "show", f"{next(r for r in refs if r.endswith('/resplit'))}:dvc.lock"],
+                              repo).stdout)
+    workspace = lock_md5((repo / "dvc.lock").read_text())
+    assert experiment != workspace  # another split, another data/prepared
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("catdog").experiment_id])}
+    for name, digest in (("resplit", experiment), ("logistic", workspace)):  # the queued one, the workspace's
+        inputs = runs[name].inputs.dataset_inputs
+        assert {i.dataset.digest for i in inputs} == {digest} and len(inputs) == 3, name
+        assert {json.loads(i.dataset.source)["uri"] for i in inputs} == {(repo / "data/synthetic").as_posix()}
