@@ -13,10 +13,9 @@ from conftest import ROOT
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 SECTION_REFERENCE = re.compile(r"\((?:see )?(README|[\w./-]+\.md), \"([^\"]+)\"")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
-# Links to sections that work in progress is writing, broken until it lands: the seed repeats of
-# benchmarks/seed_repeats.sh (being measured) and issue 30's stage_times figures. The test fails once one resolves,
-# so that it is taken off this list.
-PENDING = {"docs/experiments.md": "../benchmarks/RESULTS.md#repeats-over-training-seeds--catdog-repeat---seeds-5"}
+# Links to sections that work in progress is writing, broken until it lands ({doc: link}). The test fails once one
+# resolves, so that it is taken off this list. None now.
+PENDING: dict[str, str] = {}
 
 
 def tracked(*patterns: str) -> list[Path]:
