@@ -227,14 +227,17 @@ class Comparison:
         better = "better" if len(self.newly_right) > len(self.newly_wrong) else "worse"
         return f"B is significantly {better} than A in accuracy (McNemar p = {self.test.p_value:.3g} < {ALPHA})"
 
-    def summary_lines(self) -> list[str]:
+    def summary_lines(self, params: bool = True) -> list[str]:
+        """Both accuracies, the params that changed (unless params is False: a side without params.yaml, such as the
+        champion's MLflow run), the paired test and the verdict."""
         lines = []
         for name, side in (("A", self.a), ("B", self.b)):
             low, high = side.accuracy_ci
             lines.append(f"{name}: {side.label}: accuracy {side.accuracy:.3f} (95 % CI {low:.3f}–{high:.3f}) "
                          f"on {side.n_test} test images")
         changed = ", ".join(f"{k} {_text(va)} -> {_text(vb)}" for k, (va, vb) in self.params_changed.items())
-        lines.append(f"params changed: {changed or 'none'}")
+        if params:
+            lines.append(f"params changed: {changed or 'none'}")
         if self.paired:
             lines.append(f"paired on {self.a.n_test} test images: {len(self.newly_right)} newly right, "
                          f"{len(self.newly_wrong)} newly wrong; McNemar exact p = {self.test.p_value:.4g}")

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
     if comparison is None:
         print(why_not)
     else:
-        print("\n".join(line for line in comparison.summary_lines() if not line.startswith("params changed")))
+        print("\n".join(comparison.summary_lines(params=False)))  # the champion's side has no params.yaml
         if comparison.regression and not args.force:
             raise CatdogError(f"not registered: {champion.name} is significantly worse than {args.name}@{args.alias} "
                               f"on the test set (McNemar p = {comparison.test.p_value:.3g}); --force moves "
