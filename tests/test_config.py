@@ -142,12 +142,14 @@ def test_a_bad_param_leaves_every_output_in_place(tmp_path):
 
 
 def test_how_the_test_pass_runs_is_evaluates_own_param_and_never_retrains():
-    """evaluate.* re-runs evaluate (and plot's heatmaps), not train; what the model is trained on stays train.*."""
+    """evaluate.* re-runs evaluate (and so plot, whose heatmaps evaluate computes), not train; what the model is
+    trained on stays train.*."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["evaluate"]["params"] == ["evaluate"]
     assert not [p for p in stages["train"]["params"] if p.startswith("evaluate")]
     assert "train.inference" in stages["train"]["params"]  # the frozen backbone's features, which the head learns
-    assert "evaluate.device" in stages["plot"]["params"] and "train.device" not in stages["plot"]["params"]
+    assert stages["plot"]["params"] == ["model"]  # it computes nothing on a device: it draws what evaluate wrote
+    assert "plots/drawn.npz" in stages["plot"]["deps"] and "models/model.pt" not in stages["plot"]["deps"]
     assert set(PARAMS["evaluate"]) == {"device", "precision", "inference"}
 
 

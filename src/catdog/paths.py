@@ -13,6 +13,8 @@ RUN_FILE = Path("models/run.json")             # train: the MLflow run evaluate 
 HISTORY_FILE = Path("plots/history.csv")       # train: per-epoch curves
 TRAIN_METRICS = Path("metrics/train.json")     # train
 TEST_METRICS = Path("metrics/test.json")       # evaluate
+# evaluate: the first layer and the fixed test images' attribution maps, which plot draws (without torch)
+DRAWN_FILE = Path("plots/drawn.npz")
 PREDICTIONS_FILE = Path("plots/predictions.csv")  # evaluate: one row per test image (confusion plot data)
 CURVES_PNG = Path("plots/training_curves.png")    # plot
 CONFUSION_PNG = Path("plots/confusion_matrix.png")  # plot

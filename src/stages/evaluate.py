@@ -1,4 +1,5 @@
-"""Stage `evaluate`: test-set metrics of the trained model, per-image predictions, and both logged to MLflow."""
+"""Stage `evaluate`: test-set metrics of the trained model, per-image predictions, and both logged to MLflow; and
+the arrays of what `plot` draws of the model (its first layer, where it looks), so that plot needs no torch."""
 
 import sys
 from pathlib import Path
@@ -11,17 +12,17 @@ runs.start_helper()  # first: its MLflow run's helper process imports MLflow whi
 
 import torch  # noqa: E402
 
-from catdog import entrypoint  # noqa: E402
+from catdog import cores, entrypoint  # noqa: E402
 from catdog.analysis import attribution  # noqa: E402
 from catdog.analysis.metrics import binary_metrics  # noqa: E402
 from catdog.config import device_name, inference_name, load_params, precision_name  # noqa: E402
 from catdog.data.prepared import load_boxes, load_manifest, load_split  # noqa: E402
 from catdog.data.tensors import as_tensors  # noqa: E402
 from catdog.device import pick_device  # noqa: E402
-from catdog.files import write_json, write_rows  # noqa: E402
+from catdog.files import write_json, write_npz, write_rows  # noqa: E402
 from catdog.inference.forward import runner  # noqa: E402
 from catdog.models.architectures import load_checkpoint  # noqa: E402
-from catdog.paths import MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS  # noqa: E402
+from catdog.paths import DRAWN_FILE, MODEL_FILE, PREDICTIONS_FILE, TEST_METRICS  # noqa: E402
 
 
 def main() -> None:
@@ -36,19 +37,25 @@ def evaluate(run) -> None:
     device, precision = pick_device(device_name(params, "evaluate")), precision_name(params, section="evaluate")
     checkpoint, model = load_checkpoint(MODEL_FILE)
     cfg, classes = checkpoint["config"], checkpoint["classes"]
-    test = as_tensors(*load_split("test", cfg["input_size"]))
-    # evaluate.inference: ONNX Runtime on the CPU where it is faster (inference.forward); attribution stays in torch
-    engine = inference_name(params, "evaluate", device.type)
-    run_model = runner(model.to(device), cfg["input_size"], device, precision, engine)
-    outputs = run_model(test.x, cfg["batch_size"])
-    logits, y = outputs[:, 0], test.y
-    metrics = binary_metrics(logits, y)
-    if outputs.shape[1] > 1:  # a multi-task model also predicts brightness
-        metrics["brightness_mae"] = round((outputs[:, 1] - test.brightness).abs().mean().item(), 6)
-    boxes = load_boxes("test", cfg["input_size"])
-    if boxes is not None:  # does it look at the animal? (attribution for the true class of each image)
-        maps = attribution.attribute(model, cfg, test.x, y.numpy(), device)
-        metrics.update(attribution.localisation(maps, boxes))
+    x, labels, brightness = load_split("test", cfg["input_size"])
+    test = as_tensors(x, labels, brightness)
+    with cores.turn(device.type == "cpu"):  # parallel experiments test one after the other (catdog.cores)
+        # plot's pictures of the model, on the model as loaded: the same arrays plot computed itself before
+        drawn = attribution.drawn(model, cfg, test.x, labels, device)
+        # evaluate.inference: ONNX Runtime on the CPU where it is faster (inference.forward); attribution stays in
+        # torch
+        engine = inference_name(params, "evaluate", device.type)
+        run_model = runner(model.to(device), cfg["input_size"], device, precision, engine)
+        outputs = run_model(test.x, cfg["batch_size"])
+        logits, y = outputs[:, 0], test.y
+        metrics = binary_metrics(logits, y)
+        if outputs.shape[1] > 1:  # a multi-task model also predicts brightness
+            metrics["brightness_mae"] = round((outputs[:, 1] - test.brightness).abs().mean().item(), 6)
+        boxes = load_boxes("test", cfg["input_size"])
+        if boxes is not None:  # does it look at the animal? (attribution for the true class of each image)
+            maps = attribution.attribute(model, cfg, test.x, y.numpy(), device)
+            metrics.update(attribution.localisation(maps, boxes))
+    write_npz(DRAWN_FILE, drawn)
     write_json(TEST_METRICS, metrics)
     files = load_manifest()["splits"]["test"]["files"]
     probabilities = torch.sigmoid(logits).tolist()

@@ -13,26 +13,23 @@ from catdog.tracking import runs  # noqa: E402
 runs.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports matplotlib
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from catdog import CatdogError, entrypoint  # noqa: E402
-from catdog.analysis import attribution, attribution_figures, figures  # noqa: E402
-from catdog.config import device_name, load_params  # noqa: E402
-from catdog.data.prepared import load_boxes, load_manifest, load_split  # noqa: E402
-from catdog.device import pick_device  # noqa: E402
+from catdog.analysis import attribution_figures, figures, localisation  # noqa: E402
+from catdog.config import load_params  # noqa: E402
+from catdog.data.prepared import load_boxes, load_manifest  # noqa: E402
 from catdog.files import read_rows, write_rows  # noqa: E402
-from catdog.models.architectures import load_checkpoint  # noqa: E402
 from catdog.paths import (  # noqa: E402
     CALIBRATION_FILE,
     CALIBRATION_PNG,
     CONFUSION_PNG,
     CURVES_PNG,
+    DRAWN_FILE,
     HEATMAPS_PNG,
     HISTOGRAM_PNG,
     HISTORY_FILE,
     LEARNED_PNG,
     MISCLASSIFIED_PNG,
-    MODEL_FILE,
     PREDICTIONS_FILE,
     PREPARED_DIR,
     TEST_METRICS,
@@ -52,27 +49,27 @@ def gallery_images(manifest: dict, predictions: list[dict]) -> np.ndarray:
 
 
 def what_it_learned(title: str, manifest: dict, predictions: list[dict], shown_images: np.ndarray) -> None:
-    """The first layer as pictures, and the attribution maps of the fixed test images (one forward and backward
-    pass over them), each with its true class, P(positive) and whether the map peaks on the animal."""
-    checkpoint, model = load_checkpoint(MODEL_FILE)
-    cfg, classes = checkpoint["config"], manifest["classes"]
-    attribution_figures.learned(*attribution.first_layer(model, cfg), title, LEARNED_PNG, classes)
-    side = cfg["input_size"]
-    x, y, _ = load_split("test", side)
-    chosen = attribution.fixed_indices(y)
-    maps = attribution.attribute(model, cfg, torch.from_numpy(x[chosen]), y[chosen],
-                                 pick_device(device_name(load_params(), "evaluate")))
-    boxes, shown_boxes = load_boxes("test", side), load_boxes("test", shown_images.shape[-1])
+    """The first layer as pictures, and the attribution maps of the fixed test images, each with its true class,
+    P(positive) and whether the map peaks on the animal: from the arrays evaluate computed (DRAWN_FILE)."""
+    if not DRAWN_FILE.is_file():
+        raise CatdogError(f"{DRAWN_FILE} is missing: run `dvc repro evaluate` first")
+    with np.load(DRAWN_FILE, allow_pickle=False) as stored:
+        drawn = dict(stored)
+    classes = manifest["classes"]
+    attribution_figures.learned(str(drawn["first_layer_kind"]), drawn["first_layer"], title, LEARNED_PNG, classes,
+                                count=int(drawn["first_layer_count"]))
+    chosen, maps = drawn["indices"], drawn["maps"]
+    boxes, shown_boxes = load_boxes("test", maps.shape[-1]), load_boxes("test", shown_images.shape[-1])
     captions = []
     for k, i in enumerate(chosen):
-        caption = f"{figures.short_name(predictions[i]['file'])}\ntrue {classes[y[i]]}, " \
+        caption = f"{figures.short_name(predictions[i]['file'])}\ntrue {classes[drawn['targets'][k]]}, " \
                   f"P({classes[1]}) = {float(predictions[i]['probability']):.3f}"
         if boxes is not None and not np.isnan(boxes[i]).any():
-            hit = attribution.peak_in_box(maps[k:k + 1], boxes[i:i + 1])[0]
+            hit = localisation.peak_in_box(maps[k:k + 1], boxes[i:i + 1])[0]
             caption += ", peak on the animal" if hit else ", peak off the animal"
         captions.append(caption)
-    attribution_figures.heatmap_gallery(shown_images[chosen], maps, captions, f"{title}: {attribution.method(cfg)}",
-                             HEATMAPS_PNG, None if shown_boxes is None else shown_boxes[chosen])
+    attribution_figures.heatmap_gallery(shown_images[chosen], maps, captions, f"{title}: {drawn['method']}",
+                                        HEATMAPS_PNG, None if shown_boxes is None else shown_boxes[chosen])
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ runs.start_helper()  # first: its MLflow run's helper process imports MLflow whi
 
 import torch  # noqa: E402
 
-from catdog import entrypoint  # noqa: E402
+from catdog import cores, entrypoint  # noqa: E402
 from catdog.config import (  # noqa: E402
     device_name,
     flat,
@@ -71,16 +71,16 @@ def train_and_log(params: dict, name: str, cfg: dict, device: torch.device) -> N
     report_epoch = tune_trial.Reporter(trial) if trial else None
     with runs.training_run(name, hyperparameters, sweep=str(params["train"].get("sweep") or ""),
                            trial=trial, images=params["data"]["images"]) as run:
-        start = time.perf_counter()
-
         def on_epoch(row: dict) -> None:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
             if report_epoch:
                 report_epoch(row["epoch"], row["val_accuracy"])
 
-        history = fit(model, cfg, train, val, device, seed, on_epoch=on_epoch, precision=precision,
-                      inference=inference)
-        seconds = time.perf_counter() - start
+        with cores.turn(device.type == "cpu"):  # parallel experiments train one after the other (catdog.cores)
+            start = time.perf_counter()
+            history = fit(model, cfg, train, val, device, seed, on_epoch=on_epoch, precision=precision,
+                          inference=inference)
+            seconds = time.perf_counter() - start
         checkpoint = {"model": name, "config": cfg, "classes": load_manifest()["classes"],
                       "best_epoch": history.best_epoch, "state_dict": history.best_state}
         buffer = io.BytesIO()  # saved from memory: a file name would end up inside the archive, and in its hash

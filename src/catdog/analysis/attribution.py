@@ -8,11 +8,7 @@ Two methods, each architecture's registration (models/registry.py) saying which,
     each patch of an 8x8 grid turned grey in turn, the drop of the score is that patch's share.
 Both explain the score of one class: the logit for the dog class, its negative for the cat class. A map is
 (N, S, S) at the model's input size S, positive where the pixels speak for that class.
-
-With the animals' boxes (data.prepared.load_boxes) a map is scored:
-  pointing_game       the share of images whose map peaks inside the box (a map with no positive value misses)
-  attribution_in_box  the share of the positive attribution mass inside the box, averaged over images
-  box_area_share      the box's share of the image area, averaged: the chance level of both
+Scored against the animals' boxes by analysis.localisation, which needs no torch.
 """
 
 import math
@@ -21,11 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from catdog.analysis.localisation import (  # noqa: F401  (attribution.localisation etc., as before)
+    FIRST_LAYER_SHOWN,
+    box_masks,
+    fixed_indices,
+    localisation,
+    peak_in_box,
+)
 from catdog.data.tensors import to_input
 from catdog.models.numpy_model import NumpyModel
 from catdog.models.registry import gradcam_layer_path, method
 
-FIXED_PER_CLASS = 4    # the gallery's fixed test images: the first of each class in the test split's order
 GRADCAM_BATCH = 32     # images per Grad-CAM forward and backward pass
 OCCLUSION_BATCH = 256  # images occluded together, one patch at a time
 OCCLUSION_GRID = 8     # patches per side: 16 px at 128, about an eye or an ear tip
@@ -39,12 +41,6 @@ def gradcam_layer(model: nn.Module, path: str) -> nn.Module:
     for part in path.split("."):
         module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part)
     return module
-
-
-def fixed_indices(labels, per_class: int = FIXED_PER_CLASS) -> np.ndarray:
-    """The same test images for every model of the same data: the first `per_class` of each class."""
-    labels = np.asarray(labels)
-    return np.sort(np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in np.unique(labels)]))
 
 
 def attribute(model, cfg: dict, images: torch.Tensor, targets, device=torch.device("cpu")) -> np.ndarray:
@@ -102,41 +98,6 @@ def _occlusion(model, images, signs, device) -> np.ndarray:
     return torch.cat(maps).numpy()
 
 
-def box_masks(boxes: np.ndarray, side: int) -> np.ndarray:
-    """bool (N, side, side): the pixels whose centre lies inside each box (x0, y0, x1, y1 in pixels at `side`)."""
-    centres = np.arange(side) + 0.5
-    x0, y0, x1, y1 = (boxes[:, k, None] for k in range(4))
-    inside_x = (centres >= x0) & (centres < x1)
-    inside_y = (centres >= y0) & (centres < y1)
-    return inside_y[:, :, None] & inside_x[:, None, :]
-
-
-def peak_in_box(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """bool (N,): the map's highest pixel (the first, on ties) is positive and inside the box."""
-    inside = box_masks(boxes, maps.shape[-1]).reshape(len(maps), -1)
-    flat = maps.reshape(len(maps), -1)
-    peak = flat.argmax(1)
-    return (flat[np.arange(len(flat)), peak] > 0) & inside[np.arange(len(flat)), peak]
-
-
-def localisation(maps: np.ndarray, boxes: np.ndarray) -> dict:
-    """pointing_game, attribution_in_box and their chance level box_area_share over the images that have a box
-    (rows of NaN have none); n_boxes counts them. Empty when none has."""
-    has_box = ~np.isnan(boxes).any(1)
-    if not has_box.any():
-        return {}
-    maps, boxes = maps[has_box], boxes[has_box]
-    inside = box_masks(boxes, maps.shape[-1])
-    positive = np.clip(maps, 0, None)
-    mass = positive.reshape(len(maps), -1).sum(1)
-    in_box = (positive * inside).reshape(len(maps), -1).sum(1)
-    share = np.divide(in_box, mass, out=np.zeros_like(mass), where=mass > 0)  # no positive mass: none in the box
-    return {"pointing_game": round(float(peak_in_box(maps, boxes).mean()), 6),
-            "attribution_in_box": round(float(share.mean()), 6),
-            "box_area_share": round(float(inside.reshape(len(maps), -1).mean(1).mean()), 6),
-            "n_boxes": int(has_box.sum())}
-
-
 def first_layer(model, cfg: dict) -> tuple[str, np.ndarray]:
     """What the first layer learned, as pictures: ("template", (3, S, S)) for a linear model's weights,
     ("units", (U, 3, S, S)) for a fully-connected first layer, ("filters", (C, 3, k, k)) for a first convolution."""
@@ -152,3 +113,16 @@ def first_layer(model, cfg: dict) -> tuple[str, np.ndarray]:
     if first.out_features == 1:
         return "template", weights.reshape(3, side, side)
     return "units", weights.reshape(-1, 3, side, side)
+
+
+def drawn(model, cfg: dict, images: torch.Tensor, targets, device=torch.device("cpu")) -> dict:
+    """What `plot` draws of the model, so that it draws without torch: its first layer as far as shown
+    (first_layer, cut to FIRST_LAYER_SHOWN, and how many there are), and the attribution maps of the fixed test
+    images (fixed_indices of the labels `targets`) for their true class. Arrays for files.write_npz."""
+    kind, weights = first_layer(model, cfg)
+    chosen = fixed_indices(targets)
+    targets = np.asarray(targets)
+    maps = attribute(model, cfg, images[torch.from_numpy(chosen)], targets[chosen], device)
+    return {"first_layer_kind": np.array(kind), "first_layer": weights[:FIRST_LAYER_SHOWN[kind]],
+            "first_layer_count": np.array(len(weights)), "indices": chosen, "targets": targets[chosen],
+            "maps": maps, "method": np.array(method(cfg))}

@@ -8,9 +8,8 @@ import numpy as np
 from PIL import Image
 
 from catdog.analysis.figures import plt, save
+from catdog.analysis.localisation import FIRST_LAYER_SHOWN
 
-MAX_UNITS = 16    # first-layer units shown for a fully-connected model
-MAX_FILTERS = 64  # first-convolution filters shown
 HEATMAP = "inferno"
 
 
@@ -25,10 +24,12 @@ def _grid(n: int, columns: int) -> tuple[int, int]:
     return math.ceil(n / columns), columns
 
 
-def learned(kind: str, weights: np.ndarray, title: str, path: Path, classes=("cat", "dog")) -> None:
+def learned(kind: str, weights: np.ndarray, title: str, path: Path, classes=("cat", "dog"),
+            count: int | None = None) -> None:
     """The first layer as pictures: a linear model's template per colour channel (one shared, centred colour
-    scale) and combined; or the first units or convolution filters, each stretched to its own range. classes:
-    [negative, positive], the direction a positive weight pushes the logit."""
+    scale) and combined; or the first units or convolution filters (FIRST_LAYER_SHOWN), each stretched to its own
+    range. classes: [negative, positive], the direction a positive weight pushes the logit. count: how many units
+    or filters the layer has, when `weights` holds only the first of them."""
     if kind == "template":
         limit = float(np.abs(weights).max()) or 1.0
         fig, axes = plt.subplots(1, 4, figsize=(14, 3.9), layout="constrained")
@@ -44,7 +45,7 @@ def learned(kind: str, weights: np.ndarray, title: str, path: Path, classes=("ca
         fig.suptitle(f"{title}\nthe weights as an image: the template the logit compares each picture with")
         save(fig, path)
         return
-    shown = weights[:MAX_UNITS if kind == "units" else MAX_FILTERS]
+    shown, count = weights[:FIRST_LAYER_SHOWN[kind]], count or len(weights)
     lines, columns = _grid(len(shown), 8)
     size = 1.7 if kind == "units" else 1.0
     fig, axes = plt.subplots(lines, columns, figsize=(size * columns + 0.4, size * lines + 1.0), squeeze=False,
@@ -55,10 +56,10 @@ def learned(kind: str, weights: np.ndarray, title: str, path: Path, classes=("ca
         ax.imshow(_scaled(picture), interpolation="nearest")
         ax.set_title(f"{'unit' if kind == 'units' else 'filter'} {k}", fontsize=8)
     if kind == "units":
-        what = f"the first {len(shown)} of {len(weights)} first-layer units" if len(weights) > len(shown) \
-            else f"the {len(weights)} first-layer units"
+        what = f"the first {len(shown)} of {count} first-layer units" if count > len(shown) \
+            else f"the {count} first-layer units"
     else:
-        what = f"{len(shown)} of the first convolution's {len(weights)} filters " \
+        what = f"{len(shown)} of the first convolution's {count} filters " \
                f"({weights.shape[-2]}x{weights.shape[-1]} px)"
     fig.suptitle(f"{title}\n{what}: each one's weights as an RGB image, scaled to its own min and max")
     save(fig, path)

@@ -1,8 +1,6 @@
 """Test-set metrics of a binary classifier from its logits (positive class: index 1, `dog` by default)."""
 
 import numpy as np
-import torch
-from torch.nn.functional import binary_cross_entropy_with_logits
 
 from catdog.analysis.evidence import wilson_interval
 
@@ -60,9 +58,12 @@ def roc_auc(score, truth) -> float:
     return float((rank[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def binary_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
-    """Test metrics of the positive class, each 0 where its denominator is (sklearn's zero_division=0); the
-    accuracy with its 95 % Wilson interval (accuracy_ci_low, accuracy_ci_high)."""
+def binary_metrics(logits, y) -> dict:
+    """Test metrics of the positive class from logits and labels (torch tensors), each 0 where its denominator is
+    (sklearn's zero_division=0); the accuracy with its 95 % Wilson interval (accuracy_ci_low, accuracy_ci_high)."""
+    import torch  # here: plot draws the calibration with this module's numpy functions, and never imports torch
+    from torch.nn.functional import binary_cross_entropy_with_logits
+
     probabilities = torch.sigmoid(logits).numpy()
     truth, predicted = y.numpy().astype(bool), (logits > 0).numpy()  # logit > 0 <=> probability > 0.5
     tp, fp, fn = (truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()
