@@ -21,6 +21,18 @@ def test_wilson_interval_matches_the_formula_worked_by_hand():
         evidence.wilson_interval(0, 0)
 
 
+def test_wilson_interval_is_scipys_float_for_float():
+    """The formula stands in for scipy.stats (half a second to import): the metrics' bytes must not change."""
+    from scipy.special import ndtri
+    from scipy.stats import binomtest
+
+    assert evidence.WILSON_Z == ndtri(0.5 + evidence.CONFIDENCE / 2)
+    for n in (1, 2, 3, 7, 10, 59, 60, 240, 241, 2400):
+        for k in range(n + 1):
+            scipy_ci = binomtest(k, n).proportion_ci(evidence.CONFIDENCE, method="wilson")
+            assert evidence.wilson_interval(k, n) == (float(scipy_ci.low), float(scipy_ci.high)), (k, n)
+
+
 def test_mcnemar_exact_p_values_worked_by_hand():
     assert evidence.mcnemar_p(0, 0) == 1.0                       # nothing tells the two apart
     assert evidence.mcnemar_p(1, 9) == pytest.approx(22 / 1024)  # 2 * (1 + 10) / 2**10 = 0.0215
