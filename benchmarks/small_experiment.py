@@ -35,12 +35,12 @@ SITECUSTOMIZE = textwrap.dedent('''
     with open("/proc/self/stat") as f:  # the process's start, in ticks since boot
         _started = int(f.read().rsplit(")", 1)[1].split()[19]) / _ticks
     _t0 = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - _started)
-    _who = " ".join(os.path.basename(a) for a in sys.argv[:2]) if sys.argv and sys.argv[0] else ""
+    _who = " ".join(os.path.basename(a) for a in sys.orig_argv[1:3])  # "train.py", "-m catdog.tracking.runs"
 
 
     def _write(event, start, end):
         with open(_log, "a") as f:
-            f.write(json.dumps({"pid": os.getpid(), "who": _who or " ".join(sys.orig_argv[1:3]),
+            f.write(json.dumps({"pid": os.getpid(), "who": _who,
                                 "event": event, "start": start, "end": end}) + "\\n")
 
 
@@ -48,6 +48,7 @@ SITECUSTOMIZE = textwrap.dedent('''
 
     # (module, attribute path, event): timed wherever the stages call them
     _WRAP = [("catdog.entrypoint", "run", "main"), ("catdog.training.loop", "fit", "training"),
+             ("catdog.training.loop", "seed_everything", "seeding (imports torch._dynamo)"),
              ("catdog.analysis.attribution", "attribute", "attribution"),
              ("catdog.inference.forward", "runner", "test pass"),
              ("catdog.tracking.runs", "Run.__init__", "open store"),
@@ -156,8 +157,8 @@ def traced(repo: Path, args: list[str], log: Path) -> tuple[float, list[dict]]:
 
 
 def stage_of(who: str) -> str | None:
-    match = re.search(r"src/stages/(\w+)\.py|^(\w+)\.py", who)
-    return (match.group(1) or match.group(2)) if match else None
+    match = re.fullmatch(r"(\w+)\.py", who)
+    return match.group(1) if match else None
 
 
 def breakdown(events: list[dict], wall: float) -> list[tuple[str, float]]:

@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from catdog.files import atomic_dir, atomic_path
+from catdog.files import atomic_dir, atomic_path, write_npz
 from conftest import copy_repo, pipeline_env, run, set_params
 
 
@@ -32,7 +32,8 @@ def test_same_params_give_byte_identical_metrics_and_history(prepared_repo, mode
     for _ in range(2):
         stage(prepared_repo, "train")
         stage(prepared_repo, "evaluate")
-        files = ("metrics/test.json", "plots/history.csv", "plots/predictions.csv", "models/model.pt")
+        files = ("metrics/test.json", "plots/history.csv", "plots/predictions.csv", "models/model.pt",
+                 "plots/drawn.npz")
         outputs.append([(prepared_repo / f).read_bytes() for f in files])
     assert outputs[0] == outputs[1]
 
@@ -117,3 +118,18 @@ def test_atomic_writes_leave_the_old_output_when_interrupted(tmp_path):
             raise KeyboardInterrupt
     assert target.read_text() == "old" and (folder / "x.npy").read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == ["model.pt", "prepared"]
+
+
+def test_npz_outputs_are_the_same_bytes_whenever_written(tmp_path, monkeypatch):
+    """evaluate's plots/drawn.npz: a zip stamped with the time of writing would change its DVC hash every run."""
+    import numpy as np
+
+    arrays = {"maps": np.arange(12, dtype=np.float32).reshape(3, 2, 2), "kind": np.array("template")}
+    written = []
+    for hour in (0, 5):
+        monkeypatch.setattr(time, "time", lambda hour=hour: 1.8e9 + 3600 * hour)
+        write_npz(tmp_path / "drawn.npz", arrays)
+        written.append((tmp_path / "drawn.npz").read_bytes())
+    assert written[0] == written[1]
+    with np.load(tmp_path / "drawn.npz", allow_pickle=False) as loaded:
+        assert str(loaded["kind"]) == "template" and np.array_equal(loaded["maps"], arrays["maps"])

@@ -67,16 +67,12 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_npz(path: Path, arrays: dict) -> None:
-    """Arrays as an uncompressed .npz that np.load reads without pickle, the same bytes for the same arrays:
-    np.savez stamps each member with the time it is written, which would change the file's hash every run."""
-    import zipfile
-
+    """Arrays as an uncompressed .npz that np.load reads without pickle; the same arrays give the same bytes (its
+    zip members carry no time stamp), so DVC's hash changes only with them."""
     import numpy as np
 
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
-        for name, array in arrays.items():
-            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, allow_pickle=False, **arrays)
 
 
 def write_rows(path: Path, rows: list[dict], columns) -> None:
