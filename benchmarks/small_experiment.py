@@ -224,9 +224,7 @@ def parallel(repo: Path, args) -> None:
         for name, seed in zip(names, (1, 2)):
             sh(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"models.logistic.epochs={args.epochs}",
                 "-S", f"train.seed={seed}"], repo)
-        start = time.perf_counter()
-        sh(["dvc", "exp", "run", "--run-all", "-j", str(jobs)], repo)
-        seconds = time.perf_counter() - start
+        seconds, events = traced(repo, ["dvc", "exp", "run", "--run-all", "-j", str(jobs)], repo.parent / "par.jsonl")
         trains = []
         for name in names:
             ref = f"refs/exps/{exp_ref(repo, name)}"
@@ -235,6 +233,11 @@ def parallel(repo: Path, args) -> None:
                              for path in ("metrics/test.json", "dvc.lock")}
         print(f"-j {jobs}: two experiments in {seconds:.1f} s; train_seconds {', '.join(map(str, trains))}; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
+        if args.timeline:  # when each stage process ran, from the first process's start
+            t0 = min(e["start"] for e in events)
+            for e in sorted(events, key=lambda e: e["start"]):
+                if e["event"] in ("process", "training") and (stage_of(e["who"]) or e["event"] == "training"):
+                    print(f"    {e['start'] - t0:6.1f} {e['end'] - t0:6.1f}  pid {e['pid']} {e['who']} {e['event']}")
     for k in range(2):
         one, two = outputs[f"par-j1-{k}"], outputs[f"par-j2-{k}"]
         same_test = one["metrics/test.json"] == two["metrics/test.json"]
@@ -249,6 +252,7 @@ def main() -> None:
     parser.add_argument("what", choices=("floor", "parallel"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="3 for floor, 60 for parallel")
+    parser.add_argument("--timeline", action="store_true", help="parallel: when each stage process ran")
     parser.add_argument("--keep", help="a folder for the scratch clone, kept (default: a temporary one)")
     args = parser.parse_args()
     args.epochs = args.epochs or {"floor": 3, "parallel": 60}[args.what]
