@@ -56,8 +56,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--name", help="the experiments' names are NAME-seed<k> (default: the model, and a short "
                         "hash of the other -S values)")
     parser.add_argument("-j", "--jobs", type=int, default=1,
-                        help="experiments run at once (default 1; on a CPU, 2 is faster and more gains nothing: "
-                        "their trainings take turns on its cores)")
+                        help="experiments run at once (default 1; on a CPU, 2 overlaps their fixed "
+                        "costs, and more wait for the same cores: their trainings take turns)")
     parser.add_argument("--queue-only", action="store_true", help="queue them; run later with `dvc exp run "
                         "--run-all` or `dvc queue start`")
     args = parser.parse_args(argv)

@@ -25,8 +25,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--trials", type=int, default=20, metavar="N",
                         help="the study's total, counting every worker's finished and pruned trials (default 20)")
     parser.add_argument("--jobs", type=int, default=1, metavar="J",
-                        help="trials at a time on this machine (on a CPU, 2 is faster and more gains nothing: "
-                        "their trainings take turns on its cores)")
+                        help="trials at a time on this machine (on a CPU, 2 overlaps their fixed costs, and "
+                        "more wait for the same cores: their trainings take turns)")
     parser.add_argument("--study", metavar="NAME", help="the study (default tune-MODEL); its trials: NAME-0, NAME-1")
     parser.add_argument("--storage", metavar="URL", help="Optuna's storage (default sqlite:///optuna.db in the "
                         "repository); postgresql+psycopg://... for workers on several machines")
