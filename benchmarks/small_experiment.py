@@ -16,13 +16,14 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from tune import sh  # noqa: E402  (benchmarks/ is the script's folder, first on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,13 +120,6 @@ SITECUSTOMIZE = textwrap.dedent('''
 ''')
 
 
-def sh(args, cwd, env=None) -> str:
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        sys.exit(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
 def scratch(folder: Path) -> Path:
     """A clone of HEAD sharing this checkout's DVC cache, reproduced and committed, as a user's repository is."""
     repo = folder / "repo"
@@ -151,7 +145,7 @@ def traced(repo: Path, args: list[str], log: Path) -> tuple[float, list[dict]]:
     env = {**os.environ, "CATDOG_BENCH_PHASES": str(log),
            "PYTHONPATH": os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH"))))}
     start = time.perf_counter()
-    sh(args, repo, env)
+    sh(args, repo, env=env)
     wall = time.perf_counter() - start
     return wall, [json.loads(line) for line in log.read_text().splitlines()]
 
