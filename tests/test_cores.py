@@ -74,20 +74,3 @@ def test_a_gpu_computation_shared_cores_and_torchrun_ranks_wait_for_nothing(tmp_
     assert said(out) == ["holding", "done"] and "waiting" not in err
     (tmp_path / "release").touch()
     first.communicate(timeout=DEADLINE_S)
-
-
-def test_openmp_spins_briefly_only_in_dvcs_experiment_copies(tmp_path, monkeypatch):
-    """Queued and --temp experiments run in .dvc/tmp/exps/ and may run side by side; `dvc repro` in the workspace
-    keeps OpenMP's default; a GOMP_SPINCOUNT the user set is kept."""
-    from catdog import cores
-
-    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12"
-    copy.mkdir(parents=True)
-    for where, preset, expected in ((tmp_path, None, None), (copy, None, cores.BRIEF_SPIN), (copy, "0", "0")):
-        monkeypatch.chdir(where)
-        if preset is None:
-            monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-        else:
-            monkeypatch.setenv("GOMP_SPINCOUNT", preset)
-        cores.spin_briefly_beside_others()
-        assert os.environ.get("GOMP_SPINCOUNT") == expected, where

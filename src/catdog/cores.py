@@ -11,13 +11,7 @@ every number byte-identical to it.
 
 The lock is the machine's, for this user: an flock on a file in the temporary folder, which the system releases
 when its process ends, however it ends. A GPU computation takes none: the card shares itself, and the CPU waits.
-CATDOG_CORES=shared turns it off (trainings that limit their own threads, say).
-
-The one holding the cores still shares them with the others' one-core work (DVC, imports, figures). In DVC's
-temporary experiment copies, where experiments run side by side (`--run-all -j 2`, `--temp`, `catdog tune`), its
-OpenMP threads spin briefly before they sleep (spin_briefly_beside_others): two queued 60-epoch experiments took
-42 s at -j 2 against 55 s at -j 1 with it, 55 s without. In the workspace (`dvc repro`), where DVC runs one at a
-time, OpenMP keeps its default, which a lone logistic training measured about 9 % faster."""
+CATDOG_CORES=shared turns it off (trainings that limit their own threads, say)."""
 
 import contextlib
 import fcntl
@@ -27,17 +21,6 @@ import tempfile
 from pathlib import Path
 
 LOCK_FILE = Path(tempfile.gettempdir()) / f"catdog-cores-{os.getuid()}.lock"
-# GNU OpenMP's busy-wait before a thread sleeps, in spins (its default: 300,000): not the thread count, so every sum
-# and metric stays the same (benchmarks/RESULTS.md, "Parallel experiments").
-BRIEF_SPIN = "3000"
-
-
-def spin_briefly_beside_others() -> None:
-    """Call before importing torch (libgomp reads it when loaded): in a DVC temporary experiment copy
-    (.dvc/tmp/exps/), where other experiments may run beside this one, set GOMP_SPINCOUNT to BRIEF_SPIN unless the
-    user has set it."""
-    if f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in f"{os.getcwd()}{os.sep}":
-        os.environ.setdefault("GOMP_SPINCOUNT", BRIEF_SPIN)
 
 
 @contextlib.contextmanager

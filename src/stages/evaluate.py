@@ -10,13 +10,9 @@ from catdog.tracking import runs  # noqa: E402
 
 runs.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
 
-from catdog import cores  # noqa: E402
-
-cores.spin_briefly_beside_others()  # before torch loads OpenMP
-
 import torch  # noqa: E402
 
-from catdog import entrypoint  # noqa: E402
+from catdog import cores, entrypoint  # noqa: E402
 from catdog.analysis import attribution  # noqa: E402
 from catdog.analysis.metrics import binary_metrics  # noqa: E402
 from catdog.config import device_name, inference_name, load_params, precision_name  # noqa: E402

@@ -14,13 +14,9 @@ from catdog.tracking import runs  # noqa: E402
 
 runs.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports torch
 
-from catdog import cores  # noqa: E402
-
-cores.spin_briefly_beside_others()  # before torch loads OpenMP
-
 import torch  # noqa: E402
 
-from catdog import entrypoint  # noqa: E402
+from catdog import cores, entrypoint  # noqa: E402
 from catdog.config import (  # noqa: E402
     device_name,
     flat,
