@@ -6,12 +6,12 @@ PyTorch runs each computation on every core, with OpenMP threads that spin while
 trainings at once on the same cores make each thread wait for one that is not running: measured on 2 cores, two
 60-epoch logistic trainings took 54-70 s each side by side against 5-8 s alone. Fewer threads per process would
 change the order of floating-point sums, and so the metrics; OMP_WAIT_POLICY=passive keeps them but made a lone
-training twice as slow (benchmarks/RESULTS.md, "Parallel experiments"). A lock costs a lone run nothing and keeps
+training 1.3-2.4x as slow (benchmarks/RESULTS.md, "Parallel experiments"). A lock costs a lone run nothing and keeps
 every number byte-identical to it.
 
 The lock is the machine's, for this user: an flock on a file in the temporary folder, which the system releases
-when its process ends, however it ends. A GPU computation takes none: the card shares itself, and the CPU waits.
-CATDOG_CORES=shared turns it off (trainings that limit their own threads, say)."""
+when its process ends, however it ends. A GPU computation takes none (not measured here: its CPU threads mostly
+wait for the card). CATDOG_CORES=shared turns it off (trainings that limit their own threads, say)."""
 
 import contextlib
 import fcntl
