@@ -36,12 +36,21 @@ SITECUSTOMIZE = textwrap.dedent('''
     with open("/proc/self/stat") as f:  # the process's start, in ticks since boot
         _started = int(f.read().rsplit(")", 1)[1].split()[19]) / _ticks
     _t0 = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - _started)
-    _who = " ".join(os.path.basename(a) for a in sys.orig_argv[1:3])  # "train.py", "-m catdog.tracking.runs"
+    _forked = False  # a fork of catdog's warm process (catdog.warm), which sets its sys.orig_argv
+
+
+    def _fork_started():
+        global _t0, _forked
+        _t0, _forked = time.time(), True
+
+
+    os.register_at_fork(after_in_child=_fork_started)
 
 
     def _write(event, start, end):
+        who = " ".join(os.path.basename(a) for a in sys.orig_argv[1:3])  # "train.py", "-m catdog.tracking.runs"
         with open(_log, "a") as f:
-            f.write(json.dumps({"pid": os.getpid(), "who": _who,
+            f.write(json.dumps({"pid": os.getpid(), "who": who, "forked": _forked,
                                 "event": event, "start": start, "end": end}) + "\\n")
 
 
@@ -163,29 +172,34 @@ def breakdown(events: list[dict], wall: float) -> list[tuple[str, float]]:
         if e["event"] != "process":
             by_pid[e["pid"]].append(e)
     rows, stage_total = [], 0.0
+    forks = [p for p in processes.values() if p.get("forked") and stage_of(p["who"])]
     for pid, p in sorted(processes.items(), key=lambda kv: kv[1]["start"]):
         stage = stage_of(p["who"])
-        if stage is None:
+        if stage is None or p.get("forked"):
             continue
         seconds = p["end"] - p["start"]
         stage_total += seconds
-        rows.append((f"{stage}", seconds))
+        # a stage handed over to the warm process: its phases are its fork's
+        fork = next((f for f in forks if f["who"] == p["who"] and p["start"] <= f["start"] <= p["end"]), None)
+        pid = fork["pid"] if fork else pid
+        rows.append((f"{stage}{' (forked by the warm process)' if fork else ''}", seconds))
         phases = defaultdict(float)
         main = next((e for e in by_pid[pid] if e["event"] == "main"), None)
         if main:
-            phases["interpreter and imports"] = main["start"] - p["start"]
+            phases["interpreter and imports" + (" (hand-over, catdog)" if fork else "")] = main["start"] - p["start"]
             phases["exit"] = p["end"] - main["end"]
         for e in by_pid[pid]:
             if e["event"] != "main":
                 phases[e["event"]] += e["end"] - e["start"]
         if main:
             phases["the rest"] = (main["end"] - main["start"]) - sum(
-                v for k, v in phases.items() if k not in ("interpreter and imports", "exit"))
+                v for k, v in phases.items() if not k.startswith(("interpreter and imports", "exit")))
         rows += [(f"  {k}", v) for k, v in phases.items()]
     helpers = [p for p in processes.values() if "catdog.tracking.runs" in p["who"]]
     for p in helpers:
         log_model = sum(e["end"] - e["start"] for e in by_pid[p["pid"]] if e["event"] == "log_model (helper)")
-        rows.append((f"(MLflow helper, beside its stage{', log_model %.2f s' % log_model if log_model else ''})",
+        rows.append((f"(MLflow helper{', forked' if p.get('forked') else ''}, beside its stage"
+                     f"{', log_model %.2f s' % log_model if log_model else ''})",
                      p["end"] - p["start"]))
     rows.append(("DVC's own work (wall less the stage processes)", wall - stage_total))
     return rows

@@ -7,6 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
+from catdog import warm  # noqa: E402
+
+warm.hand_over(__name__)  # where a warm process is up, this stage runs forked from it, imports done (catdog.warm)
+
 from catdog import entrypoint  # noqa: E402
 from catdog.config import check_synthetic, load_params  # noqa: E402
 from catdog.data import synthetic  # noqa: E402

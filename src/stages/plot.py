@@ -8,6 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
+from catdog import warm  # noqa: E402
+
+warm.hand_over(__name__)  # where a warm process is up, this stage runs forked from it, imports done (catdog.warm)
+
 from catdog.tracking import runs  # noqa: E402
 
 runs.start_helper()  # first: its MLflow run's helper process imports MLflow while this one imports matplotlib

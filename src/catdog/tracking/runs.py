@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from catdog import CatdogError
+from catdog import CatdogError, warm
 from catdog.data.lineage import prepared_digest
 from catdog.paths import RUN_FILE, repo_root
 from catdog.tracking.store import (
@@ -63,8 +63,10 @@ def _helper_process() -> subprocess.Popen:
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {ABANDON})
     news, news_end = os.pipe()  # helper -> stage: "open" once the run is, or "error <one line>"
     try:
-        helper = subprocess.Popen([sys.executable, "-m", "catdog.tracking.runs", str(news_end)], stdin=subprocess.PIPE,
-                                  env=env, pass_fds=(news_end,))
+        # forked by the warm process where one is up, its MLflow imported already (catdog.warm)
+        helper = warm.spawn("catdog.tracking.runs", [str(news_end)], env, src, pass_fds=(news_end,)) or \
+            subprocess.Popen([sys.executable, "-m", "catdog.tracking.runs", str(news_end)], stdin=subprocess.PIPE,
+                             env=env, pass_fds=(news_end,))
     finally:
         os.close(news_end)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
