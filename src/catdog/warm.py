@@ -49,6 +49,8 @@ LIBRARIES = (
 SIGNALS_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 _fork = False  # True in a process forked by the warm process: it is the stage already
+with open(__file__, "rb") as _source:  # this protocol's version; read now: a fork's file may be gone (a DVC temp dir)
+    _CODE = hashlib.sha256(_source.read()).hexdigest()
 
 
 def available() -> bool:
@@ -73,10 +75,8 @@ def _key() -> str:
         if entry.endswith(("site-packages", "dist-packages")):
             with contextlib.suppress(OSError):
                 packages.append((entry, os.stat(entry).st_mtime_ns))
-    with open(__file__, "rb") as source:
-        code = hashlib.sha256(source.read()).hexdigest()
     state = [os.path.realpath(sys.executable), sys.version, packages, sorted(env.items()),
-             sorted(os.sched_getaffinity(0)), os.getpriority(os.PRIO_PROCESS, 0), code]
+             sorted(os.sched_getaffinity(0)), os.getpriority(os.PRIO_PROCESS, 0), _CODE]
     return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:20]
 
 
@@ -191,8 +191,7 @@ def hand_over(name: str) -> None:
     if code < 0:  # killed by a signal: so is this process, for whoever waits for it
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
-    sys.stdout.flush()
-    os._exit(code)
+    sys.exit(code)
 
 
 class Spawned:
@@ -300,6 +299,18 @@ def _serve(folder: str, key: str) -> dict | None:
     listener.bind(f"{path}.{os.getpid()}")
     listener.listen(64)
     os.replace(f"{path}.{os.getpid()}", path)  # clients find the socket once it is served
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # `kill`: its socket goes with it
+    try:
+        return _loop(listener, lock)
+    finally:
+        if not _fork:
+            with contextlib.suppress(OSError):  # unless a newer warm process has taken the name
+                if os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino:
+                    os.unlink(path)
+
+
+def _loop(listener: socket.socket, lock) -> dict | None:
+    global _fork
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
@@ -312,6 +323,7 @@ def _serve(folder: str, key: str) -> dict | None:
             if item is listener:
                 request = _accept(listener, children)
                 if request is not None:  # this is the fork
+                    _fork = True
                     listener.close()
                     lock.close()
                     for fd in (wake_read, wake_write):
@@ -329,9 +341,6 @@ def _serve(folder: str, key: str) -> dict | None:
         _reap(children)
         if children:
             idle_since = time.monotonic()
-    with contextlib.suppress(OSError):  # unless a newer warm process has taken the name
-        if os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino:
-            os.unlink(path)
     return None
 
 
@@ -398,9 +407,8 @@ def _become(request: dict) -> None:
     import io
     import runpy
 
-    global _fork
-    _fork = True
     signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # Received descriptors may sit on numbers they are to replace: all out of the way first, then into place.
     moved = {int(target): fcntl.fcntl(fd, fcntl.F_DUPFD, 1024) for target, fd in request["passed"].items()}
