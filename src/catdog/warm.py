@@ -37,7 +37,8 @@ import time
 IDLE_SECONDS = 600  # a warm process leaves after this long without a stage: ~600 MB held until then
 MAX_WARM = 2  # warm processes of one user at once (one per environment); more environments start cold
 # read by catdog and these libraries when used, not at import, and different in each run: left out of the match
-VOLATILE_PREFIXES = ("DVC_", "CATDOG_", "PYTEST_", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_")
+VOLATILE_PREFIXES = ("DVC_", "CATDOG_", "PYTEST_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID",
+                     "MLFLOW_EXPERIMENT_")
 VOLATILE_NAMES = {"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES"}
 # What the stages and their MLflow helper import, costliest first; imported in this order by the warm process.
 LIBRARIES = (
@@ -60,6 +61,8 @@ def available() -> bool:
 
 def _folder() -> str:
     folder = os.path.join(tempfile.gettempdir(), f"catdog-warm-{os.getuid()}")
+    if len(folder) > 70:  # a socket's path has at most 107 bytes: the key and a suffix take 35
+        folder = f"/tmp/catdog-warm-{os.getuid()}"
     os.makedirs(folder, mode=0o700, exist_ok=True)
     info = os.lstat(folder)
     if info.st_uid != os.getuid() or info.st_mode & 0o077:  # another user's folder: never talk to its socket
@@ -105,8 +108,9 @@ def _start(folder: str, key: str) -> None:
     if sum(_held(os.path.join(folder, name)) for name in os.listdir(folder) if name.endswith(".lock")) >= MAX_WARM:
         return
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.Popen([sys.executable, "-m", "catdog.warm", folder, key], cwd=src, start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(os.path.join(folder, f"{key}.log"), "w") as log:  # why it did not serve, if it did not
+        subprocess.Popen([sys.executable, "-m", "catdog.warm", folder, key], cwd=src, start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def _held(lock: str) -> bool:
@@ -125,12 +129,17 @@ def _request(sock: socket.socket, argv: list, main: tuple, path0: str, env: dict
     this process's descriptor. Returns the fork's pid."""
     message = {"argv": argv, "main": main, "path0": path0, "cwd": os.getcwd(), "env": env, "umask": _umask(),
                "sigmask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, ())),
-               "fds": list(fds)}
+               "ignored": _ignored(), "fds": list(fds)}
     socket.send_fds(sock, [json.dumps(message).encode() + b"\n"], list(fds.values()))
     line = _line(sock)
     if not line.startswith(b"pid "):
         raise OSError("the warm process did not start the stage")
     return int(line.split()[1])
+
+
+def _ignored() -> list[int]:
+    """The signals this process ignores, as a background job of a shell ignores SIGINT: so does its fork."""
+    return [int(s) for s in SIGNALS_FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
 
 
 def _umask() -> int:
@@ -167,8 +176,8 @@ def hand_over(name: str) -> None:
     sock = _connect()
     if sock is None:
         return
-    forwarded = []
-    for signum in SIGNALS_FORWARDED:  # until the fork's pid is known they wait, then follow it
+    forwarded, passed = [], [s for s in SIGNALS_FORWARDED if s not in _ignored()]
+    for signum in passed:  # until the fork's pid is known they wait, then follow it
         signal.signal(signum, lambda signum, frame: forwarded.append(signum))
     try:
         script = os.path.abspath(sys.argv[0])  # __main__.__file__ of a fresh interpreter
@@ -176,14 +185,14 @@ def hand_over(name: str) -> None:
                        {0: 0, 1: 1, 2: 2})
     except OSError:
         sock.close()
-        for signum in SIGNALS_FORWARDED:
+        for signum in passed:
             signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
         if forwarded:
             signal.raise_signal(forwarded[0])
         return  # run here after all
     for signum in forwarded:
         os.kill(pid, signum)
-    for signum in SIGNALS_FORWARDED:
+    for signum in passed:
         signal.signal(signum, lambda signum, frame: os.kill(pid, signum))
     code = _exit_code(_line(sock))
     if code is None:
@@ -285,6 +294,9 @@ def _serve(folder: str, key: str) -> dict | None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return None  # another is starting or serving
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")  # for `kill $(cat /tmp/catdog-warm-$UID/*.lock)`
+    lock.flush()
     os.chdir("/")
     _warm_up()
     import threading
@@ -293,6 +305,7 @@ def _serve(folder: str, key: str) -> dict | None:
     # one native pool left, OpenBLAS's (numpy), shuts down before a fork and starts again in the fork.
     names = {open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")}
     if threading.active_count() != 1 or "jemalloc_bg_thd" in names:
+        print(f"catdog.warm: not serving: threads {threading.enumerate()}, native {sorted(names)}", file=sys.stderr)
         return None
     path = os.path.join(folder, f"{key}.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -408,7 +421,9 @@ def _become(request: dict) -> None:
     import runpy
 
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum in SIGNALS_FORWARDED:  # as a fresh interpreter started by the waiting process sets them
+        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, signal.SIG_IGN if signum in request["ignored"] else default)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # Received descriptors may sit on numbers they are to replace: all out of the way first, then into place.
     moved = {int(target): fcntl.fcntl(fd, fcntl.F_DUPFD, 1024) for target, fd in request["passed"].items()}
