@@ -3,8 +3,9 @@ of tracking.store.
 
 Importing MLflow and opening a SQLite store take about 3 s, as long as a short training. So a stage hands its
 run to a helper process (`python -m catdog.tracking.runs`), started (start_helper) before the stage imports torch:
-the two import at once, on two cores; or forked, MLflow imported already, by the warm process (catdog.warm). The stage's calls go to the helper in order over a pipe and return at once, and
-the stage waits for it before it ends. A helper that fails stops the stage at its next call, with its error.
+the two import at once, on two cores; or forked, MLflow imported already, by the warm process (catdog.warm).
+The stage's calls go to the helper in order over a pipe and return at once, and the stage waits for it before it
+ends. A helper that fails stops the stage at its next call, with its error.
 
 The helper tries the store first, as soon as it has imported MLflow (one short request to a server: a wrong URL is
 said in seconds, not after MLflow's minutes of retries), and says "open" on a pipe of its own once the stage's run
