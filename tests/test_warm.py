@@ -48,6 +48,9 @@ if __name__ == "__main__":  # a spawn pool's processes import this file too
     elif what == "code":
         from catdog import paths
         print(warm._fork, paths.SOMETHING_NEW)
+    elif what == "executor":  # left open, as MLflow leaves its artifact uploads' pool
+        import concurrent.futures
+        print(warm._fork, concurrent.futures.ThreadPoolExecutor(2).submit(abs, -7).result())
     elif what == "pool":
         from multiprocessing import get_context
         with get_context("spawn").Pool(2) as pool:
@@ -208,3 +211,11 @@ def test_catdog_warm_0_runs_every_stage_cold(tmp_path, warm_env):
     warmed(path, warm_env)
     done = run(path, "state", str(os.getpid()), env={**warm_env, "CATDOG_WARM": "0"})
     assert json.loads(done.stdout)["fork"] is False, done.stderr
+
+
+def test_a_fork_exits_as_the_interpreter_does_with_a_thread_pool_left_open(tmp_path, warm_env):
+    """The interpreter's exit tells a ThreadPoolExecutor's workers to stop before it joins them: so does a fork's."""
+    path = script(tmp_path)
+    warmed(path, warm_env)
+    done = run(path, "executor", env=warm_env)
+    assert (done.returncode, done.stdout) == (0, "True 7\n"), done.stderr

@@ -478,9 +478,9 @@ def _exit(code: int, interrupted: bool) -> None:
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's exit calls first: threading's exit hooks (a ThreadPoolExecutor's, which tells its
+    # workers to stop), then it joins the threads that are not daemons.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
