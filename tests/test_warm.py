@@ -50,7 +50,8 @@ if __name__ == "__main__":  # a spawn pool's processes import this file too
         print(warm._fork, paths.SOMETHING_NEW)
     elif what == "executor":  # left open, as MLflow leaves its artifact uploads' pool
         import concurrent.futures
-        print(warm._fork, concurrent.futures.ThreadPoolExecutor(2).submit(abs, -7).result())
+        concurrent.futures.kept = concurrent.futures.ThreadPoolExecutor(2)  # held by a module, as MLflow's
+        print(warm._fork, concurrent.futures.kept.submit(abs, -7).result())
     elif what == "pool":
         from multiprocessing import get_context
         with get_context("spawn").Pool(2) as pool:
