@@ -3,13 +3,15 @@
 
     python benchmarks/small_experiment.py floor --runs 3     # `dvc exp run --temp -S models.logistic.epochs=3`
                                                              # against its floor, and where its time goes
+    python benchmarks/small_experiment.py floor --cold       # the same without the warm process (catdog.warm)
     python benchmarks/small_experiment.py parallel           # two queued experiments, --run-all -j 1 against -j 2
 
 The floor is `import torch` in a fresh interpreter plus the experiment's own train_seconds. Where the time goes is
 read from every Python process the experiment starts (DVC, each stage, MLflow's helpers): a sitecustomize.py on
 PYTHONPATH, the benchmark's alone, records when each process started and ended and wraps a few functions of catdog
 (the training, the attribution, the test pass, the waits for MLflow) to time them. DVC's own work is its process's
-wall time less the stage processes'.
+wall time less the stage processes'. A stage forked by the warm process is timed in its fork; the first run in the
+scratch clone starts the warm process (the benchmark's PYTHONPATH makes its environment another one).
 """
 
 import argparse
@@ -145,14 +147,15 @@ def import_torch() -> float:
     return float(out)
 
 
-def traced(repo: Path, args: list[str], log: Path) -> tuple[float, list[dict]]:
+def traced(repo: Path, args: list[str], log: Path, cold: bool = False) -> tuple[float, list[dict]]:
     """Wall time of `args` in repo, and the events of every Python process it started."""
     hooks = log.parent / "hooks"
     hooks.mkdir(exist_ok=True)
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     log.unlink(missing_ok=True)
     env = {**os.environ, "CATDOG_BENCH_PHASES": str(log),
-           "PYTHONPATH": os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH"))))}
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(hooks), os.environ.get("PYTHONPATH")))),
+           **({"CATDOG_WARM": "0"} if cold else {})}
     start = time.perf_counter()
     sh(args, repo, env=env)
     wall = time.perf_counter() - start
@@ -210,7 +213,7 @@ def floor(repo: Path, args) -> None:
     for k in range(args.runs):
         torch_seconds = import_torch()
         wall, events = traced(repo, ["dvc", "exp", "run", "--temp", "-n", f"floor-{k}", "-S",
-                                     f"models.logistic.epochs={args.epochs}"], log)
+                                     f"models.logistic.epochs={args.epochs}"], log, cold=args.cold)
         train = json.loads(sh(["git", "show", f"refs/exps/{exp_ref(repo, f'floor-{k}')}:metrics/train.json"], repo))
         bound = torch_seconds + train["train_seconds"]
         print(f"run {k}: wall {wall:.2f} s; floor {bound:.2f} s (import torch {torch_seconds:.2f} s + train_seconds "
@@ -261,6 +264,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="3 for floor, 60 for parallel")
     parser.add_argument("--timeline", action="store_true", help="parallel: when each stage process ran")
+    parser.add_argument("--cold", action="store_true", help="floor: CATDOG_WARM=0, every stage its own interpreter")
     parser.add_argument("--keep", help="a folder for the scratch clone, kept (default: a temporary one)")
     args = parser.parse_args()
     args.epochs = args.epochs or {"floor": 3, "parallel": 60}[args.what]
