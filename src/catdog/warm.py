@@ -54,6 +54,11 @@ with open(__file__, "rb") as _source:  # this protocol's version; read now: a fo
     _CODE = hashlib.sha256(_source.read()).hexdigest()
 
 
+def forked() -> bool:
+    """Whether this process is a stage (or helper) forked by the warm process."""
+    return _fork
+
+
 def available() -> bool:
     return (sys.platform.startswith("linux") and hasattr(socket, "send_fds")
             and os.environ.get("CATDOG_WARM", "1") != "0" and int(os.environ.get("WORLD_SIZE", "1")) == 1)
