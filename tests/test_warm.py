@@ -220,3 +220,40 @@ def test_a_fork_exits_as_the_interpreter_does_with_a_thread_pool_left_open(tmp_p
     warmed(path, warm_env)
     done = run(path, "executor", env=warm_env)
     assert (done.returncode, done.stdout) == (0, "True 7\n"), done.stderr
+
+
+def served_by(path, env) -> bool:
+    """Whether a run of the script in env is forked by a warm process (starting one if there is none)."""
+    done = run(path, "state", str(os.getpid()), env=env)
+    return json.loads(done.stdout)["fork"]
+
+
+def test_a_third_environment_stops_the_least_recently_used_warm_process(tmp_path, warm_env):
+    """At most MAX_WARM (2) warm processes: a third environment's stops the one that served longest ago, which
+    serves no more and leaves once its forks have ended."""
+    path = script(tmp_path)
+    one, two = ({**warm_env, "OMP_NUM_THREADS": n} for n in ("1", "2"))
+    folder = Path(warm_env["TMPDIR"]) / f"catdog-warm-{os.getuid()}"
+    deadline = time.monotonic() + WARM_UP
+    locks = []
+    for env in (one, two):
+        while not served_by(path, env):
+            assert time.monotonic() < deadline, "no warm process served within the deadline"
+            time.sleep(0.2)
+        locks += [lock for lock in folder.glob("*.lock") if lock not in locks]
+    first = locks[0]
+    pid = int(first.read_text())
+    waiting_stage = waiting(path, one)  # the first one forks a stage that waits
+    assert served_by(path, two)  # the second served last
+    assert not served_by(path, {**warm_env, "OMP_NUM_THREADS": "3"})  # a third: cold, and starts its own
+    deadline = time.monotonic() + 60
+    while first.with_suffix(".sock").exists():  # the first serves no more
+        assert time.monotonic() < deadline, "the least recently used warm process still serves"
+        time.sleep(0.1)
+    os.kill(pid, 0)  # but waits for its fork
+    waiting_stage.send_signal(signal.SIGTERM)
+    assert waiting_stage.wait(timeout=60) == 130  # which ended as its stage's process said
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and b"catdog.warm" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the stopped warm process did not leave"
+        time.sleep(0.1)

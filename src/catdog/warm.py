@@ -35,7 +35,7 @@ import tempfile
 import time
 
 IDLE_SECONDS = 600  # a warm process leaves after this long without a stage: ~600 MB held until then
-MAX_WARM = 2  # warm processes of one user at once (one per environment); more environments start cold
+MAX_WARM = 2  # warm processes of one user at once (one per environment); another one stops the least recently used
 # read by catdog and these libraries when used, not at import, and different in each run: left out of the match
 VOLATILE_PREFIXES = ("DVC_", "CATDOG_", "PYTEST_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID",
                      "MLFLOW_EXPERIMENT_")
@@ -110,8 +110,18 @@ def _start(folder: str, key: str) -> None:
     lock = os.path.join(folder, f"{key}.lock")
     if os.path.exists(lock) and _held(lock):
         return  # starting: it binds its socket once warm
-    if sum(_held(os.path.join(folder, name)) for name in os.listdir(folder) if name.endswith(".lock")) >= MAX_WARM:
-        return
+    locks = [os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".lock")]
+    serving = sorted((p for p in locks if _held(p)), key=lambda p: os.stat(p).st_mtime)
+    for gone in set(locks) - set(serving):  # the files of warm processes long gone (an environment of the past)
+        with contextlib.suppress(OSError):
+            if time.time() - os.stat(gone).st_mtime > IDLE_SECONDS:
+                for suffix in (".sock", ".log", ".lock"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(gone.removesuffix(".lock") + suffix)
+    for oldest in serving[:max(len(serving) - MAX_WARM + 1, 0)]:  # the least recently used leaves, once idle
+        with contextlib.suppress(OSError, ValueError):
+            with open(oldest) as held:
+                os.kill(int(held.read()), signal.SIGTERM)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(folder, f"{key}.log"), "w") as log:  # why it did not serve, if it did not
         subprocess.Popen([sys.executable, "-m", "catdog.warm", folder, key], cwd=src, start_new_session=True,
@@ -317,28 +327,37 @@ def _serve(folder: str, key: str) -> dict | None:
     listener.bind(f"{path}.{os.getpid()}")
     listener.listen(64)
     os.replace(f"{path}.{os.getpid()}", path)  # clients find the socket once it is served
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # `kill`: its socket goes with it
+    served = (path, os.stat(path).st_ino)
     try:
-        return _loop(listener, lock)
+        return _loop(listener, lock, served)
     finally:
         if not _fork:
-            with contextlib.suppress(OSError):  # unless a newer warm process has taken the name
-                if os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino:
-                    os.unlink(path)
+            _unlink(served)
 
 
-def _loop(listener: socket.socket, lock) -> dict | None:
+def _unlink(served: tuple) -> None:
+    """Remove the socket's name, unless a newer warm process has taken it."""
+    path, inode = served
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+
+
+def _loop(listener: socket.socket, lock, served: tuple) -> dict | None:
     global _fork
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    stopping = []  # SIGTERM (`kill`, or a newer warm process): serve no more, leave once the forks have ended
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     children = {}  # pid -> the connection of the process waiting for it
     idle_since = time.monotonic()
-    while children or time.monotonic() - idle_since < IDLE_SECONDS:
-        watched = [listener, wake_read, *(c for c in children.values() if c.fileno() >= 0)]
-        timeout = None if children else max(IDLE_SECONDS - (time.monotonic() - idle_since), 0)
+    while children or not stopping and time.monotonic() - idle_since < IDLE_SECONDS:
+        watched = [wake_read, *(c for c in children.values() if c.fileno() >= 0)] + ([] if stopping else [listener])
+        timeout = None if children or stopping else max(IDLE_SECONDS - (time.monotonic() - idle_since), 0)
         for item in select.select(watched, [], [], timeout)[0]:
             if item is listener:
+                os.utime(lock.fileno())  # when it last served: the least recently used leaves first
                 request = _accept(listener, children)
                 if request is not None:  # this is the fork
                     _fork = True
@@ -359,6 +378,9 @@ def _loop(listener: socket.socket, lock) -> dict | None:
         _reap(children)
         if children:
             idle_since = time.monotonic()
+        if stopping and listener.fileno() >= 0:  # new stages start cold, or with a newer warm process
+            _unlink(served)
+            listener.close()
     return None
 
 
