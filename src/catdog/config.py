@@ -275,6 +275,14 @@ def processes(params: dict, name: str, cfg: dict) -> int:
     return n
 
 
+def several_processes() -> bool:
+    """Whether params.yaml asks for several training processes; False if it cannot be read (train then says why)."""
+    try:
+        return load_params().get("train", {}).get("processes", 1) != 1
+    except Exception:
+        return False
+
+
 def flat(params: dict, prefix: str = "") -> dict:
     """{'a': {'b': 1}} -> {'a.b': 1}: how hyperparameters are logged to MLflow."""
     out = {}

@@ -19,7 +19,8 @@ What makes a fork the same as a fresh interpreter:
 - It forks having computed nothing: no OpenMP pool, no CUDA, no open store, and no Python thread.
 
 It leaves after IDLE_SECONDS without work. CATDOG_WARM=0 turns it off (every stage starts cold, as before); so do
-torchrun's several processes. Linux only (fork, and descriptors passed over a Unix socket)."""
+torchrun's several processes, and a `train` that torchrun is to replace. Linux only (fork, and descriptors passed
+over a Unix socket)."""
 
 import contextlib
 import fcntl
@@ -182,11 +183,12 @@ def _exit_code(line: bytes) -> int | None:
     return int(words[1]) if len(words) == 2 and words[0] == b"exit" else None
 
 
-def hand_over(name: str) -> None:
+def hand_over(name: str, stay: bool = False) -> None:
     """At the top of a stage script (name: its __name__): run this stage in the warm process and exit as it exits;
-    or, where there is none yet (one is started for the next stages) or in the fork itself, return and run here.
-    A process of a spawn pool imports the script under another name, to find its functions: it returns too."""
-    if _fork or name != "__main__" or not available():
+    or, where there is none yet (one is started for the next stages), in the fork itself, or with stay, return and
+    run here. A process of a spawn pool imports the script under another name, to find its functions: it returns
+    too."""
+    if _fork or stay or name != "__main__" or not available():
         return
     sock = _connect()
     if sock is None:

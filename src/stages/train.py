@@ -11,8 +11,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, also in DVC's temp exp dirs
 
 from catdog import warm  # noqa: E402
+from catdog.config import several_processes  # noqa: E402
 
-warm.hand_over(__name__)  # where a warm process is up, this stage runs forked from it, imports done (catdog.warm)
+# where a warm process is up, this stage runs forked from it, imports done (catdog.warm); not one that torchrun will
+# replace (training.distributed.relaunch): torchrun stays the process DVC started, in its process group
+warm.hand_over(__name__, stay=several_processes())
 
 from catdog.tracking import runs  # noqa: E402
 
